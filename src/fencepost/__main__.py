@@ -1,0 +1,3 @@
+from fencepost.surface.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""fencepost.core: session transcripts shared safely by many writers (stdlib only).
+
+A library on its own: ``SessionStore(root).session(id)`` gives a ``Session`` whose ``append``
+writes through the protocol of docs/design/write-protocol.md.
+"""
+
+from ._chain import ChainProblem, ChainReport, decode_stamped, walk_chain
+from ._format import (
+    ENTRY_TYPES,
+    FORMAT_VERSION,
+    MAX_RECORD_BYTES,
+    Record,
+    Transcript,
+    branch_summary,
+    compaction,
+    custom,
+    custom_message,
+    iter_lines,
+    label,
+    message,
+    model_change,
+    parse_transcript,
+    read_transcript,
+    session_info,
+    thinking_level_change,
+)
+from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate_writer_kind
+from ._store import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    AppendResult,
+    Durability,
+    FenceEvent,
+    Session,
+    SessionStatistics,
+    SessionStore,
+    TranscriptUpdated,
+)
+from ._sync import SyncSession, SyncSessionStore
+from ._tree import ContextMessage, ModelContext, active_path, build_context
+from ._verify import VerifyProblem, VerifyReport, verify_transcript
+from ._writelock import WriteLock, WriteLockStatistics
+
+__all__ = [
+    "BUILTIN_WRITER_KINDS",
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "ENTRY_TYPES",
+    "FORMAT_VERSION",
+    "MAX_RECORD_BYTES",
+    "STAMP_KEY",
+    "AppendResult",
+    "ChainProblem",
+    "ChainReport",
+    "ContextMessage",
+    "Durability",
+    "FenceEvent",
+    "ModelContext",
+    "Record",
+    "Session",
+    "SessionStatistics",
+    "SessionStore",
+    "Stamp",
+    "SyncSession",
+    "SyncSessionStore",
+    "Transcript",
+    "TranscriptUpdated",
+    "VerifyProblem",
+    "VerifyReport",
+    "WriteLock",
+    "WriteLockStatistics",
+    "WriterKind",
+    "active_path",
+    "branch_summary",
+    "build_context",
+    "compaction",
+    "custom",
+    "custom_message",
+    "decode_stamped",
+    "iter_lines",
+    "label",
+    "message",
+    "model_change",
+    "parse_transcript",
+    "read_transcript",
+    "session_info",
+    "thinking_level_change",
+    "validate_writer_kind",
+    "verify_transcript",
+    "walk_chain",
+]

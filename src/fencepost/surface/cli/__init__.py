@@ -1,0 +1,68 @@
+"""The ``fencepost`` command: parse, call, render. The one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ... import __version__
+from ...errors import (
+    ConfigError,
+    FencepostError,
+    InvalidSessionIdError,
+    LockTimeoutError,
+    OutsideProtocolChangeError,
+    RecordTooLargeError,
+    SessionNotFoundError,
+    SessionTakeoverError,
+    TranscriptFormatError,
+)
+from .demo import demo
+from .sessions import sessions
+
+__all__ = ["main", "cli", "EXIT_CODES"]
+
+#: Exit codes by error class, most specific first (docs/reference/cli.md).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InvalidSessionIdError, 2),
+    (ConfigError, 2),
+    (TranscriptFormatError, 2),
+    (RecordTooLargeError, 2),
+    (SessionNotFoundError, 3),
+    (OutsideProtocolChangeError, 4),
+    (SessionTakeoverError, 4),
+    (LockTimeoutError, 5),
+    (FencepostError, 1),
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="fencepost")
+def cli() -> None:
+    """fencepost: an agent gateway whose session transcripts many writers share safely."""
+
+
+cli.add_command(sessions)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="fencepost", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FencepostError as exc:
+        click.echo(f"error: {exc}", err=True)
+        for cls, code in EXIT_CODES:
+            if isinstance(exc, cls):
+                sys.exit(code)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

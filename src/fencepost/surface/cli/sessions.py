@@ -1,0 +1,260 @@
+"""``fencepost sessions list|show|tail|verify|append|adopt``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from ...core import (
+    SessionStore,
+    decode_stamped,
+    iter_lines,
+    read_transcript,
+    validate_writer_kind,
+    verify_transcript,
+)
+from ...errors import SessionNotFoundError, TranscriptFormatError
+from . import _render
+
+__all__ = ["sessions", "default_root"]
+
+
+def default_root() -> str:
+    home = os.environ.get("FENCEPOST_HOME") or os.path.join(os.path.expanduser("~"), ".fencepost")
+    return os.path.join(home, "sessions")
+
+
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="FENCEPOST_ROOT",
+    show_envvar=True,
+    help="Session directory [default: $FENCEPOST_HOME/sessions, ~/.fencepost/sessions].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _store(root: str | None, *, create: bool = False) -> SessionStore:
+    return SessionStore(root or default_root(), create=create)
+
+
+def _resolve(root: str | None, target: str) -> tuple[str, str | None]:
+    """A transcript path and its session id (if it lives in a store) from an id or a path."""
+    if target.endswith(".jsonl") or os.sep in target:
+        path = os.path.abspath(target)
+        if not os.path.exists(path):
+            raise SessionNotFoundError(os.path.basename(target), path)
+        return path, os.path.basename(path)[: -len(".jsonl")] if path.endswith(".jsonl") else None
+    session = _store(root).session(target)
+    if not session.exists():
+        raise SessionNotFoundError(target, session.path)
+    return session.path, target
+
+
+@click.group()
+def sessions() -> None:
+    """Inspect and write session transcripts."""
+
+
+@sessions.command("list")
+@root_option
+@json_option
+def list_(root: str | None, as_json: bool) -> None:
+    """List the sessions in a directory."""
+    store = _store(root)
+    rows = []
+    for sid in store.session_ids():
+        st = os.stat(store.session(sid).path)
+        rows.append({"session_id": sid, "size_bytes": st.st_size, "path": store.session(sid).path})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _render.table(["session", "bytes", "path"], [list(r.values()) for r in rows])
+
+
+@sessions.command()
+@root_option
+@json_option
+@click.option("--events/--no-events", default=True, help="Also print fence events.")
+@click.argument("target")
+def show(root: str | None, as_json: bool, events: bool, target: str) -> None:
+    """Print a transcript, one record a line, with who wrote each (TARGET: id or path)."""
+    path, _ = _resolve(root, target)
+    transcript = read_transcript(path)
+    rows = [_render.record_row(r.line, r.data) for r in transcript.entries]
+    fence = _events_for(path) if events else []
+    if as_json:
+        out = {
+            "path": path,
+            "header": transcript.header.data if transcript.header else None,
+            "records": [r.data for r in transcript.entries],
+            "problems": [str(p) for p in transcript.problems],
+            "fence_events": fence,
+        }
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    _render.records(rows, title=path)
+    for p in transcript.problems:
+        click.echo(f"problem: {p}", err=True)
+    _render.fence_events(fence)
+
+
+@sessions.command()
+@root_option
+@json_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing records as they land.")
+@click.option("-n", "--lines", "count", default=10, help="How many records to show first.")
+@click.option("--interval", default=0.2, help="Seconds between checks when following.")
+@click.argument("target")
+def tail(
+    root: str | None, as_json: bool, follow: bool, count: int, interval: float, target: str
+) -> None:
+    """Show the last records of a transcript; with -f, follow it live (read-only)."""
+    path, _ = _resolve(root, target)
+    with open(path, "rb") as f:  # read-only: tail never changes a byte
+        data = f.read()
+        complete = data.rfind(b"\n") + 1
+        lines = list(iter_lines(data[:complete]))
+        start_line = max(0, len(lines) - count)
+        for i, (_, raw) in enumerate(lines[start_line:], start=start_line + 1):
+            _emit(i, raw, as_json)
+        line_no, pos, buf = len(lines), complete, b""
+        while follow:
+            chunk = f.read()
+            if not chunk:
+                if os.stat(path).st_size < pos:
+                    click.echo(f"tail: {path} was truncated; following from the new end", err=True)
+                    f.seek(0, os.SEEK_END)
+                    pos = f.tell()
+                    buf = b""
+                time.sleep(interval)
+                continue
+            buf += chunk
+            pos += len(chunk)
+            *done, buf = buf.split(b"\n")
+            for raw in done:
+                line_no += 1
+                _emit(line_no, raw, as_json)
+
+
+def _emit(line_no: int, raw: bytes, as_json: bool) -> None:
+    rec, _, err = decode_stamped(raw)
+    if rec is None:
+        msg = {"line": line_no, "problem": err} if as_json else f"{line_no:>6}  ! {err}"
+        click.echo(json.dumps(msg) if as_json else msg)
+        return
+    if as_json:
+        click.echo(json.dumps({"line": line_no, "record": rec}, ensure_ascii=False))
+    else:
+        click.echo(_render.record_line(_render.record_row(line_no, rec)))
+
+
+@sessions.command()
+@root_option
+@json_option
+@click.argument("target")
+@click.pass_context
+def verify(ctx: click.Context, root: str | None, as_json: bool, target: str) -> None:
+    """Check format, tree, stamps and hash chain. Exit 0 when sound, 1 otherwise."""
+    path, _ = _resolve(root, target)
+    report = verify_transcript(path, tuple(_events_for(path)))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _render.verify_report(report)
+    ctx.exit(0 if report.ok else 1)
+
+
+@sessions.command()
+@root_option
+@json_option
+@click.option("--writer", required=True, help="Writer kind, e.g. delivery or plugin:<name>.")
+@click.option(
+    "--entry",
+    "entry_json",
+    required=True,
+    help="One entry as a JSON object; '-' reads it from stdin, '@FILE' from a file.",
+)
+@click.option("--run-id", default=None, help="Run id to stamp, if the writer belongs to a run.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Lock wait, seconds.")
+@click.argument("session_id")
+def append(
+    root: str | None,
+    as_json: bool,
+    writer: str,
+    entry_json: str,
+    run_id: str | None,
+    timeout_s: float | None,
+    session_id: str,
+) -> None:
+    """Append one entry through the protocol, as a cooperative writer."""
+    if entry_json == "-":
+        entry_json = sys.stdin.read()
+    elif entry_json.startswith("@"):
+        with open(entry_json[1:], encoding="utf-8") as f:
+            entry_json = f.read()
+    try:
+        entry: Any = json.loads(entry_json)
+    except ValueError as exc:
+        raise TranscriptFormatError(f"--entry is not JSON: {exc}") from exc
+    if not isinstance(entry, dict):
+        raise TranscriptFormatError("--entry must be a JSON object")
+    try:
+        validate_writer_kind(writer)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--writer") from exc
+    store = _store(root, create=True)
+    result = asyncio.run(
+        store.session(session_id).append(entry, writer=writer, run_id=run_id, timeout_s=timeout_s)
+    )
+    if as_json:
+        click.echo(json.dumps(asdict(result)))
+    else:
+        click.echo(
+            f"appended seq {result.first_seq}..{result.last_seq} "
+            f"(entry {', '.join(result.entry_ids)}) to {store.session(session_id).path}"
+        )
+
+
+@sessions.command()
+@root_option
+@click.option("--note", required=True, help="Who made the outside change and why it is kept.")
+@click.argument("session_id")
+def adopt(root: str | None, note: str, session_id: str) -> None:
+    """Accept a change made outside the protocol, after inspecting it (keeps every byte)."""
+    store = _store(root)
+    session = store.session(session_id)
+    if not session.exists():
+        raise SessionNotFoundError(session_id, session.path)
+    result = asyncio.run(session.adopt(note=note))
+    if result is None:
+        click.echo("nothing to adopt: the transcript matches its committed state")
+    else:
+        click.echo(f"adopted; the chain restarts at seq {result.first_seq}")
+
+
+def _events_for(path: str) -> list[dict[str, Any]]:
+    """The fence events beside a transcript (read-only)."""
+    events_path = path + ".events"
+    try:
+        with open(events_path, "rb") as f:
+            raw = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in raw:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
