@@ -87,7 +87,8 @@ def new_entry_id(taken: Container[str] = ()) -> str:
 
 def utc_timestamp(now_s: float | None = None) -> str:
     t = time.time() if now_s is None else now_s
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    iso = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+    return iso[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def make_header(session_id: str, *, cwd: str, timestamp: str | None = None) -> dict[str, Any]:

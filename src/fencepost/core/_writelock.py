@@ -20,9 +20,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import LockHolder, LockTimeoutError
 
@@ -49,6 +49,21 @@ def process_start_time(pid: int) -> str | None:
 @functools.cache
 def hostname() -> str:
     return socket.gethostname()
+
+
+#: The owner record is padded to this size (a longer one is written whole and truncated).
+OWNER_RECORD_BYTES = 512
+
+_identity: tuple[int, dict[str, Any]] | None = None
+
+
+def _this_process() -> dict[str, Any]:
+    """pid, start time and host of this process, read once per process (fork-safe)."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, {"pid": pid, "pid_start": process_start_time(pid), "host": hostname()})
+    return _identity[1]
 
 
 def read_owner_record(path: str) -> LockHolder:
@@ -180,10 +195,13 @@ class WriteLock:
         deadline = time.monotonic() + timeout_s
         self._waiters += 1
         try:
-            try:
-                await asyncio.wait_for(self._inproc.acquire(), timeout_s)
-            except TimeoutError:
-                raise self._timeout(timeout_s) from None
+            if self._inproc.locked():
+                try:
+                    await asyncio.wait_for(self._inproc.acquire(), timeout_s)
+                except TimeoutError:
+                    raise self._timeout(timeout_s) from None
+            else:
+                await self._inproc.acquire()  # free: returns at once, no timer needed
             try:
                 await self._flock(max(0.0, deadline - time.monotonic()), timeout_s)
             except BaseException:
@@ -225,19 +243,18 @@ class WriteLock:
         return LockTimeoutError(self.path, timeout_s, read_owner_record(self.path))
 
     def _write_owner(self, run_id: str | None, writer: str | None) -> None:
-        pid = os.getpid()
         rec = {
-            "pid": pid,
-            "pid_start": process_start_time(pid),
-            "host": hostname(),
+            **_this_process(),
             "run_id": run_id,
             "writer": writer,
             "since": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         data = json.dumps(rec).encode() + b"\n"
         fd = self._lock_fd()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        # Padded to a fixed size so the common case needs no truncate (JSON ignores the blanks).
+        os.pwrite(fd, data.ljust(OWNER_RECORD_BYTES), 0)
+        if len(data) > OWNER_RECORD_BYTES:
+            os.ftruncate(fd, len(data))
 
     def release(self) -> None:
         if not self.owned_by_current_task():
@@ -254,17 +271,30 @@ class WriteLock:
             os.close(held)  # a waiter's own description: closing it releases the flock
         self._inproc.release()
 
-    @contextlib.asynccontextmanager
-    async def hold(
+    def hold(
         self, timeout_s: float, *, run_id: str | None = None, writer: str | None = None
-    ) -> AsyncIterator[None]:
-        await self.acquire(timeout_s, run_id=run_id, writer=writer)
-        try:
-            yield
-        finally:
-            self.release()
+    ) -> _Hold:
+        """``async with lock.hold(timeout_s):`` — acquire, and release on every path."""
+        return _Hold(self, timeout_s, run_id, writer)
 
     def close(self) -> None:
         if self._fd is not None and not self._depth:
             os.close(self._fd)
             self._fd = None
+
+
+class _Hold:
+    """The async context manager of WriteLock.hold (a class: cheaper than a generator)."""
+
+    __slots__ = ("lock", "run_id", "timeout_s", "writer")
+
+    def __init__(
+        self, lock: WriteLock, timeout_s: float, run_id: str | None, writer: str | None
+    ) -> None:
+        self.lock, self.timeout_s, self.run_id, self.writer = lock, timeout_s, run_id, writer
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire(self.timeout_s, run_id=self.run_id, writer=self.writer)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.lock.release()
