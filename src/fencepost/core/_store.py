@@ -207,7 +207,7 @@ class SessionStore:
 
         A thread hop costs ~0.1 ms; a fast device syncs in about as much. Inline, the event loop
         waits at most INLINE_SYNC_MAX_S per commit (plus one outlier before the average moves);
-        a slower device syncs in a worker thread (docs/decisions/0002-durable-append.md).
+        a slower device syncs in a worker thread (docs/decisions/0005-inline-fdatasync.md).
         """
         start = time.perf_counter()
         if self._sync_s < INLINE_SYNC_MAX_S:
