@@ -22,8 +22,18 @@ __all__ = [
     "LockHolder",
     "OutsideProtocolChangeError",
     "SessionTakeoverError",
+    "LeaseBusyError",
     "ChangeReason",
     "TakeoverReason",
+    "CronError",
+    "InvalidScheduleError",
+    "InvalidJobError",
+    "JobNotFoundError",
+    "JobRunningError",
+    "CronStateError",
+    "DeliveryError",
+    "ProviderError",
+    "ProviderErrorKind",
 ]
 
 #: What a protocol writer found when the transcript no longer matches the committed state
@@ -174,3 +184,144 @@ class SessionTakeoverError(SessionError):
         self.description = description
         self.epoch_held = epoch_held
         self.epoch_seen = epoch_seen
+
+
+class LeaseBusyError(SessionError):
+    """Another attempt held the session's lease for longer than this one was willing to wait."""
+
+    def __init__(
+        self, session_id: str, holder_run_id: str, holder_pid: int, host: str, waited_s: float
+    ) -> None:
+        super().__init__(
+            f"session {session_id!r} is busy: run {holder_run_id} (pid {holder_pid} on {host}) "
+            f"holds its lease; waited {waited_s:g} s. Wait longer, or preempt=True to supersede it"
+        )
+        self.session_id = session_id
+        self.holder_run_id = holder_run_id
+        self.holder_pid = holder_pid
+        self.host = host
+        self.waited_s = waited_s
+
+
+#: Why a model call failed (docs/design/providers.md). ``malformed_response`` is a broken or
+#: truncated stream; ``connection`` is a provider that could not be reached.
+ProviderErrorKind = Literal[
+    "rate_limit",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "connection",
+    "malformed_response",
+    "auth",
+    "bad_request",
+    "context_overflow",
+]
+
+#: Kinds that may succeed when the same request is sent again a little later.
+_TRANSIENT_KINDS: frozenset[str] = frozenset(
+    {"rate_limit", "overloaded", "server_error", "timeout", "connection", "malformed_response"}
+)
+
+_PROVIDER_ADVICE: dict[str, str] = {
+    "rate_limit": "the provider is rate limiting this key; slow down, or add a fallback model",
+    "overloaded": "the provider is overloaded; retry later, or add a fallback model",
+    "server_error": "the provider failed; retry later, or add a fallback model",
+    "timeout": "no reply within the timeout; raise timeout_s for slow models, or check the server",
+    "connection": "the provider could not be reached; check base_url and the network",
+    "malformed_response": "the reply stream was broken or incomplete; retry, or check any proxy",
+    "auth": "the API key was refused; check the environment variable named by api_key_env",
+    "bad_request": "the provider refused the request; check the model name and the request",
+    "context_overflow": "the conversation is too long for this model; compact the session, "
+    "or use a model with a larger context window",
+}
+
+
+class ProviderError(FencepostError):
+    """A model call failed. ``kind`` is closed; the SDK's exception is ``__cause__``.
+
+    ``transient`` kinds are retried with backoff; every kind moves a fallback chain on to the next
+    model (docs/design/providers.md). Never raised for a session takeover or a cancellation.
+    """
+
+    def __init__(
+        self,
+        kind: ProviderErrorKind,
+        detail: str,
+        *,
+        provider: str,
+        model: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        status_text = f" (HTTP {status})" if status is not None else ""
+        super().__init__(
+            f"{provider}/{model}: {kind}{status_text}: {detail}; {_PROVIDER_ADVICE[kind]}"
+        )
+        self.kind: ProviderErrorKind = kind
+        self.detail = detail
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.transient = kind in _TRANSIENT_KINDS
+
+    @property
+    def retryable(self) -> bool:
+        """The same as ``transient`` (the name docs/reference uses)."""
+        return self.transient
+
+
+class CronError(FencepostError):
+    """Something about a scheduled job, its state database or its delivery."""
+
+
+class InvalidScheduleError(CronError, ConfigError):
+    """An ``at``, ``every`` or ``cron`` schedule that cannot fire, refused when given."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.detail = message
+
+
+class InvalidJobError(CronError, ConfigError):
+    """A job field that is wrong: unknown agent or model, bad target, payload, delivery or id."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message, key=key)
+        self.detail = message
+
+
+class JobNotFoundError(CronError, LookupError):
+    def __init__(self, job_id: str, why: str = "no such job") -> None:
+        super().__init__(f"cron job {job_id!r}: {why}; list jobs with 'fencepost cron list'")
+        self.job_id = job_id
+
+
+class JobRunningError(CronError):
+    """A job already has a run in flight (one running instance per job)."""
+
+    def __init__(self, job_id: str, run_id: str) -> None:
+        super().__init__(
+            f"cron job {job_id!r} is already running (run {run_id}); wait for it to finish"
+        )
+        self.job_id = job_id
+        self.run_id = run_id
+
+
+class CronStateError(CronError):
+    """The cron state database cannot be used (e.g. written by a newer fencepost)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.detail = message
+
+
+class DeliveryError(CronError):
+    """A run's reply could not be delivered; the reply stays in the run ledger."""
+
+    def __init__(self, target: str, message: str, *, attempts: int = 1) -> None:
+        super().__init__(f"delivery to {target} failed after {attempts} attempt(s): {message}")
+        self.target = target
+        self.detail = message
+        self.attempts = attempts

@@ -16,10 +16,11 @@ def env() -> dict[str, str]:
     return e
 
 
-def spawn(code: str, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen[bytes]:
+def spawn(code: str, *args: str, stdout=subprocess.PIPE, stdin=None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         env=env(),
+        stdin=stdin,
         stdout=stdout,
         stderr=subprocess.PIPE,
     )

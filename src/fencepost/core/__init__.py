@@ -24,7 +24,9 @@ from ._format import (
     session_info,
     thinking_level_change,
 )
+from ._lease import DEFAULT_LEASE_TTL_S, Attempt, AttemptStatistics, decide_lease, fence_verdict
 from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate_writer_kind
+from ._state import LeaseHolder
 from ._store import (
     DEFAULT_LOCK_TIMEOUT_S,
     AppendResult,
@@ -47,7 +49,11 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_RECORD_BYTES",
     "STAMP_KEY",
+    "DEFAULT_LEASE_TTL_S",
     "AppendResult",
+    "Attempt",
+    "AttemptStatistics",
+    "LeaseHolder",
     "ChainProblem",
     "ChainReport",
     "ContextMessage",
@@ -74,6 +80,8 @@ __all__ = [
     "compaction",
     "custom",
     "custom_message",
+    "decide_lease",
+    "fence_verdict",
     "decode_stamped",
     "iter_lines",
     "label",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,8 +50,9 @@ from ._format import (
     utc_timestamp,
     validate_entry,
 )
+from ._lease import DEFAULT_LEASE_TTL_S, Attempt, open_attempt
 from ._stamp import STAMP_KEY, Stamp, line_hash, validate_writer_kind
-from ._state import FileState, Pending, SessionState, StateFile
+from ._state import FileState, LeaseHolder, Pending, SessionState, StateFile, read_state
 from ._writelock import WriteLock, WriteLockStatistics, hostname
 
 __all__ = [
@@ -293,6 +295,48 @@ class Session:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
+    # ---- leases (docs/design/leases-and-fencing.md) --------------------------------------
+
+    def attempt(
+        self,
+        run_id: str,
+        *,
+        preempt: bool = False,
+        wait_timeout_s: float | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+    ) -> contextlib.AbstractAsyncContextManager[Attempt]:
+        """``async with session.attempt(run_id) as attempt:`` holds the lease for a turn.
+
+        Takes the lease (epoch + 1) and the write lock for the prep phase. A second attempt
+        waits for the holder to finish (queue semantics, across processes) for up to
+        ``wait_timeout_s`` (None: forever) and then raises LeaseBusyError; ``preempt=True``
+        supersedes the holder instead. Leaving the block releases the lease and lock on every
+        path.
+        """
+        if not run_id:
+            raise ValueError("an attempt needs a run id")
+        return open_attempt(
+            self,
+            run_id,
+            preempt=preempt,
+            wait_timeout_s=wait_timeout_s,
+            lease_ttl_s=lease_ttl_s,
+        )
+
+    def lease_holder(self) -> LeaseHolder | None:
+        """Who holds the lease now (read-only; None when free). For "skip when busy" checks."""
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path, "rb") as f:
+            return read_state(f.fileno()).lease
+
+    def epoch(self) -> int:
+        """The session's current fencing epoch (read-only)."""
+        if not os.path.exists(self.state_path):
+            return 0
+        with open(self.state_path, "rb") as f:
+            return read_state(f.fileno()).epoch
+
     # ---- readers: never change a byte (Invariant STORE-I8) ---------------------------------
 
     def read(self) -> Transcript:
@@ -337,6 +381,8 @@ class Session:
         recording a fence event) instead of writing on top of a change made outside the protocol.
         """
         validate_writer_kind(writer)
+        # Invariant LEASE-I6: cooperative writers never take or check the lease; they write
+        # under the current epoch, and the holder's fence picks their records up.
         batch = [entries] if isinstance(entries, Mapping) else list(entries)
         if not batch:
             raise ValueError("append needs at least one entry")
