@@ -519,3 +519,18 @@ HOLDER_LEASE = LeaseHolder("r", 1, "9", "h", acquired_ns=0, deadline_ns=100)
 def test_decide_lease(lease, now_ns, preempt, alive, expected):
     """Invariant LEASE-I1."""
     assert decide_lease(lease, now_ns=now_ns, preempt=preempt, alive=alive) == expected
+
+
+async def test_resume_after_an_error_in_the_window_runs_the_fence_and_allows_cleanup(store):
+    session = store.session("s")
+    async with session.attempt("run-1") as attempt:
+        await attempt.append(message("assistant", [{"type": "toolCall", "id": "c1"}]))
+        with pytest.raises(TimeoutError):
+            async with attempt.released():
+                await other_store(store).session("s").append(custom("x", {}), writer="metadata")
+                raise TimeoutError
+        assert not attempt.holds_lock
+        await attempt.resume()
+        assert [r.data["type"] for r in attempt.arrived] == ["custom"]
+        await attempt.append(message("toolResult", "interrupted", toolCallId="c1", isError=True))
+    assert verify_transcript(session.path).ok

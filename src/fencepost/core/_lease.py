@@ -181,8 +181,22 @@ class Attempt:
             yield self
             ok = True
         finally:
-            if ok:  # an exception or cancellation skips the fence; __aexit__ cleans up
+            if ok:  # an exception or cancellation skips the fence: see resume()
                 await self._reacquire()
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._holds_lock
+
+    async def resume(self) -> None:
+        """Take the lock back and run the fence after an exception left released() early.
+
+        For cleanup that must still write (a synthetic tool result after a timeout). No-op when
+        the lock is held; raises the sticky takeover if the session was lost.
+        """
+        self._check()
+        if not self._holds_lock:
+            await self._reacquire()
 
     # ---- the fence -----------------------------------------------------------------------
 
