@@ -1,0 +1,363 @@
+"""The attempt runner: one agent turn on one session, through the lease (DESIGN.md §4).
+
+prep (lock held): read the active path, write the model snapshot and the prompt
+loop:   model call (lock released) → fence → write the reply
+        tool calls (lock held, each bounded) → write the results
+until the model stops or the step limit. See docs/design/agent-runner.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...core import (
+    Attempt,
+    Record,
+    Session,
+    build_context,
+    custom,
+    custom_message,
+    message,
+)
+from ...errors import ProviderError, SessionNotFoundError, SessionTakeoverError
+from ..providers import (
+    ChainEvent,
+    Completion,
+    Message,
+    ModelRef,
+    ModelRequest,
+    ProviderRegistry,
+    RetryPolicy,
+    ThinkingLevel,
+    complete,
+    context_messages,
+)
+from ._tools import Tool, ToolContext, ToolFailed, check_arguments
+
+__all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
+
+TurnStatus = Literal["ok", "error", "timeout", "takeover"]
+
+#: customType of the record that says which model the following turns use.
+MODEL_SNAPSHOT = "model-snapshot"
+#: customType of a system event delivered into a session (a heartbeat, a cron system_event).
+SYSTEM_EVENT = "system-event"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What an agent is: its model chain, prompt, tools and limits."""
+
+    name: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    system_prompt: str = ""
+    tools: Mapping[str, Tool] = field(default_factory=dict)
+    workspace: Path | None = None
+    max_steps: int = 8
+    max_tokens: int = 4096
+    thinking: ThinkingLevel | None = None
+    tool_timeout_s: float = 30.0
+    http_allow: frozenset[str] = frozenset()
+
+    def chain(self, model: str | None = None, fallbacks: Sequence[str] | None = None) -> list[str]:
+        return [model or self.model, *(self.fallbacks if fallbacks is None else fallbacks)]
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What a turn did. A takeover keeps the reply that could not be written (DESIGN.md §3)."""
+
+    run_id: str
+    session_id: str
+    status: TurnStatus
+    reply: str
+    model: str | None
+    usage: Mapping[str, int]
+    steps: int
+    records_written: int
+    error_kind: str | None = None
+    error_message: str | None = None
+    fence: Mapping[str, Any] | None = None
+    failed_models: tuple[str, ...] = ()
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+EventSink = Callable[[ChainEvent], Awaitable[None]]
+
+
+def steering_messages(arrived: Sequence[Record]) -> list[Message]:
+    """The records cooperative writers appended during a call that join the next one: user
+    messages (steering) and custom messages (announcements), as pi messages. Pure."""
+    out: list[Message] = []
+    for rec in arrived:
+        data = rec.data
+        if data.get("type") == "message":
+            msg = data.get("message")
+            if isinstance(msg, dict) and msg.get("role") == "user":
+                out.append(dict(msg))
+        elif data.get("type") == "custom_message":
+            out.append({"role": "user", "content": data.get("content", "")})
+    return out
+
+
+def _text(msg: Message) -> str:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(
+        p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
+    )
+
+
+def _last_snapshot(entries: Sequence[Record]) -> str | None:
+    for rec in reversed(entries):
+        if rec.data.get("type") == "custom" and rec.data.get("customType") == MODEL_SNAPSHOT:
+            data = rec.data.get("data") or {}
+            return f"{data.get('provider')}/{data.get('modelId')}"
+    return None
+
+
+class _Turn:
+    """The mutable state of one run_turn call (kept out of the function for readability)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.written = 0
+        self.reply = ""
+        self.model: str | None = None
+        self.usage: dict[str, int] = {}
+        self.failed: list[str] = []
+        self.open_calls: list[dict[str, Any]] = []  # tool calls written without results yet
+
+    def add_usage(self, msg: Message) -> None:
+        for key, value in (msg.get("usage") or {}).items():
+            if isinstance(value, int):
+                self.usage[key] = self.usage.get(key, 0) + value
+
+    async def write(self, attempt: Attempt, entries: list[dict[str, Any]]) -> None:
+        await attempt.append(entries)
+        self.written += len(entries)
+
+
+async def run_turn(
+    session: Session,
+    agent: AgentSpec,
+    *,
+    providers: ProviderRegistry,
+    run_id: str,
+    prompt: str | None = None,
+    system_event: str | None = None,
+    model: str | None = None,
+    fallbacks: Sequence[str] | None = None,
+    timeout_s: float = 600.0,
+    wait_timeout_s: float | None = None,
+    on_event: EventSink | None = None,
+    retry: RetryPolicy | None = None,
+) -> TurnResult:
+    """Run one agent turn on ``session`` and say what happened.
+
+    Provider failures, timeouts and takeovers are results, not exceptions; a ConfigError (bad
+    model reference), LeaseBusyError (``wait_timeout_s`` ran out) and cancellation propagate.
+    """
+    if (prompt is None) == (system_event is None):
+        raise ValueError("run_turn needs exactly one of prompt or system_event")
+    chain = agent.chain(model, fallbacks)
+    for ref in chain:
+        providers.check(ref)  # refuse a reference that cannot work before taking the lease
+    started = time.monotonic()
+    turn = _Turn()
+    status: TurnStatus = "ok"
+    error_kind: str | None = None
+    error_message: str | None = None
+    fence: dict[str, Any] | None = None
+    async with session.attempt(run_id, wait_timeout_s=wait_timeout_s) as attempt:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await _loop(
+                    attempt, agent, chain, turn, providers, prompt, system_event, on_event, retry
+                )
+        except SessionTakeoverError as exc:
+            # Invariant RUNNER-I2: fenced out, nothing more is written; the result keeps it.
+            status, error_kind, error_message = "takeover", exc.reason, str(exc)
+            fence = {
+                "reason": exc.reason,
+                "description": exc.description,
+                "epoch_held": exc.epoch_held,
+                "epoch_seen": exc.epoch_seen,
+            }
+        except ProviderError as exc:
+            status, error_kind, error_message = "error", exc.kind, str(exc)
+            await _close_open_calls(attempt, turn, f"the model call failed: {exc.kind}")
+        except TimeoutError:
+            status, error_kind = "timeout", "timeout"
+            error_message = f"the turn took longer than {timeout_s:g} s"
+            await _close_open_calls(attempt, turn, error_message)
+        except asyncio.CancelledError:
+            await _close_open_calls(attempt, turn, "the run was cancelled")
+            raise
+    if status == "ok" and turn.steps >= agent.max_steps and turn.open_calls:
+        status, error_kind = "error", "step_limit"
+    return TurnResult(
+        run_id=run_id,
+        session_id=session.session_id,
+        status=status,
+        reply=turn.reply,
+        model=turn.model,
+        usage=dict(turn.usage),
+        steps=turn.steps,
+        records_written=turn.written,
+        error_kind=error_kind,
+        error_message=error_message,
+        fence=fence,
+        failed_models=tuple(turn.failed),
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+async def _loop(
+    attempt: Attempt,
+    agent: AgentSpec,
+    chain: list[str],
+    turn: _Turn,
+    providers: ProviderRegistry,
+    prompt: str | None,
+    system_event: str | None,
+    on_event: EventSink | None,
+    retry: RetryPolicy | None,
+) -> None:
+    session = attempt.session
+    try:
+        transcript = session.read()
+        entries: Sequence[Record] = transcript.entries
+        messages = context_messages(build_context(transcript))
+    except SessionNotFoundError:
+        entries, messages = (), []
+    # Prep, under the lease: the model snapshot when the model changed, then the prompt.
+    prep: list[dict[str, Any]] = []
+    primary = ModelRef.parse(chain[0])
+    if _last_snapshot(entries) != str(primary):
+        prep.append(
+            custom(MODEL_SNAPSHOT, {"provider": primary.provider, "modelId": primary.model})
+        )
+    if prompt is not None:
+        prep.append(message("user", prompt))
+        messages.append({"role": "user", "content": prompt})
+    else:
+        assert system_event is not None
+        prep.append(custom_message(SYSTEM_EVENT, system_event, True))
+        messages.append({"role": "user", "content": system_event})
+    await turn.write(attempt, prep)
+    specs = [t.spec() for t in agent.tools.values()]
+    while turn.steps < agent.max_steps:
+        turn.steps += 1
+        request = ModelRequest(
+            messages=list(messages),
+            system=agent.system_prompt,
+            tools=specs,
+            max_tokens=agent.max_tokens,
+            thinking=agent.thinking,
+        )
+        # Invariant RUNNER-I1: the write lock is never held during a model call.
+        async with attempt.released():
+            completion = await _call(chain, request, providers, on_event, retry, turn)
+            reply = completion.message  # kept by the result even if the fence refuses it
+            turn.reply, turn.model = _text(reply), str(completion.model)
+            turn.add_usage(reply)
+        messages += steering_messages(attempt.arrived)  # they precede the reply in the file
+        await turn.write(attempt, [{"type": "message", "message": reply}])
+        messages.append(reply)
+        calls = [
+            b
+            for b in reply.get("content") or []
+            if isinstance(b, dict) and b.get("type") == "toolCall"
+        ]
+        if not calls:
+            return
+        turn.open_calls = calls
+        results = [await _run_tool(agent, attempt, call) for call in calls]
+        await turn.write(attempt, [{"type": "message", "message": r} for r in results])
+        turn.open_calls = []
+        messages += results
+
+
+async def _call(
+    chain: list[str],
+    request: ModelRequest,
+    providers: ProviderRegistry,
+    on_event: EventSink | None,
+    retry: RetryPolicy | None,
+    turn: _Turn,
+) -> Completion:
+    try:
+        completion = await complete(
+            chain, request, providers=providers, on_event=on_event, retry=retry
+        )
+    except ProviderError:
+        turn.failed += [str(ModelRef.parse(r)) for r in chain]
+        raise
+    turn.failed += [str(f.model) for f in completion.failed]
+    return completion
+
+
+def _tool_result(call: Mapping[str, Any], text: str, *, error: bool) -> Message:
+    return {
+        "role": "toolResult",
+        "toolCallId": call.get("id"),
+        "toolName": call.get("name"),
+        "content": [{"type": "text", "text": text}],
+        "isError": error,
+        "timestamp": int(time.time() * 1000),
+    }
+
+
+async def _run_tool(agent: AgentSpec, attempt: Attempt, call: Mapping[str, Any]) -> Message:
+    """Run one tool call; every failure becomes an isError result (Invariant RUNNER-I3)."""
+    name = str(call.get("name"))
+    tool = agent.tools.get(name)
+    if tool is None:
+        return _tool_result(call, f"unknown tool {name!r}", error=True)
+    args = call.get("arguments") or {}
+    problem = check_arguments(tool.parameters, args)
+    if problem is not None:
+        return _tool_result(call, f"bad arguments for {name}: {problem}", error=True)
+    ctx = ToolContext(
+        agent=agent.name,
+        session_id=attempt.session.session_id,
+        run_id=attempt.run_id,
+        workspace=agent.workspace or Path(attempt.session.store.root) / "workspace",
+        http_allow=agent.http_allow,
+    )
+    try:
+        async with asyncio.timeout(agent.tool_timeout_s):
+            return _tool_result(call, await tool.run(args, ctx), error=False)
+    except ToolFailed as exc:
+        return _tool_result(call, str(exc), error=True)
+    except TimeoutError:
+        return _tool_result(call, f"{name} took longer than {agent.tool_timeout_s:g} s", error=True)
+    except Exception as exc:  # a broken tool never breaks the turn
+        return _tool_result(call, f"{name} failed: {type(exc).__name__}: {exc}", error=True)
+
+
+async def _close_open_calls(attempt: Attempt, turn: _Turn, why: str) -> None:
+    """Write a synthetic error result for every tool call left without one (RUNNER-I3), unless
+    the session was lost (then nothing more is written)."""
+    if not turn.open_calls or attempt.takeover is not None:
+        return
+    try:
+        await attempt.resume()
+        results = [_tool_result(c, f"interrupted: {why}", error=True) for c in turn.open_calls]
+        await turn.write(attempt, [{"type": "message", "message": r} for r in results])
+        turn.open_calls = []
+    except SessionTakeoverError:
+        pass  # fenced out while cleaning up: the transcript is not ours to write

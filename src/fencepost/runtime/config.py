@@ -1,0 +1,418 @@
+"""The gateway's configuration: one TOML file, validated strictly (docs/reference/config.md).
+
+Every error names the key and, when the file is known, the line. Secrets only by environment
+variable name (``api_key_env``, ``token_env``); a literal key in the file is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import Durability
+from ..errors import ConfigError
+from .agent import AgentSpec, ToolRegistry
+from .providers import ModelRef, ProviderConfig
+
+__all__ = [
+    "DEFAULT_AGENT",
+    "AgentConfig",
+    "StatePaths",
+    "agent_spec",
+    "default_home",
+    "CronDefaults",
+    "GatewayConfig",
+    "HeartbeatConfig",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+    "STARTER_CONFIG",
+]
+
+
+def default_home() -> Path:
+    """``$FENCEPOST_HOME``, else ``~/.fencepost``."""
+    return Path(os.environ.get("FENCEPOST_HOME") or Path.home() / ".fencepost")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where a gateway keeps its state; one gateway per root."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "fencepost.toml"
+
+    @property
+    def sessions(self) -> Path:
+        return self.root / "sessions"
+
+    @property
+    def cron_db(self) -> Path:
+        return self.root / "cron.db"
+
+    @property
+    def memory_db(self) -> Path:
+        return self.root / "memory.db"
+
+    @property
+    def trajectories(self) -> Path:
+        return self.root / "trajectories"
+
+    @property
+    def gateway_lock(self) -> Path:
+        return self.root / "gateway.lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def workspace(self, agent: str) -> Path:
+        return self.root / "workspaces" / agent
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    every_s: float = 0.0  # 0: off
+    prompt: str = "Heartbeat: anything that needs attention? Reply HEARTBEAT_OK if not."
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    system_prompt: str = ""
+    tools: tuple[str, ...] = ("current_time",)
+    workspace: str | None = None
+    max_steps: int = 8
+    timeout_s: float = 600.0
+    http_allow: tuple[str, ...] = ()
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    #: Steer a running turn with a message that arrives meanwhile (else: queue a follow-up).
+    steering: bool = True
+
+
+@dataclass(frozen=True)
+class CronDefaults:
+    max_concurrent_runs: int = 4
+    catch_up_grace_s: float = 3600.0
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    token_env: str | None = None  # required for a non-loopback host
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    agents: Mapping[str, AgentConfig] = field(default_factory=dict)
+    cron: CronDefaults = field(default_factory=CronDefaults)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    plugins: tuple[str, ...] = ("memory", "model-snapshot", "trajectory", "heartbeat")
+    durability: Durability = "fsync"
+    path: str | None = None
+
+
+#: The agent a config without agents gets, so a fresh install can run a turn offline.
+DEFAULT_AGENT = AgentConfig(name="default", model="scripted/fast")
+
+
+def agent_spec(
+    cfg: AgentConfig, tools: ToolRegistry, paths: StatePaths, *, model: str | None = None
+) -> AgentSpec:
+    """The runner's view of a configured agent (unknown tool names are a ConfigError)."""
+    return AgentSpec(
+        name=cfg.name,
+        model=model or cfg.model,
+        fallbacks=cfg.fallbacks,
+        system_prompt=cfg.system_prompt,
+        tools=tools.select(cfg.tools, where=f"agents.{cfg.name}.tools"),
+        workspace=Path(cfg.workspace) if cfg.workspace else paths.workspace(cfg.name),
+        max_steps=cfg.max_steps,
+        http_allow=frozenset(cfg.http_allow),
+    )
+
+
+class _Where:
+    """Finds the line of a dotted key in the TOML source, for error messages."""
+
+    def __init__(self, text: str | None) -> None:
+        self.lines = text.splitlines() if text else []
+
+    def _header(self, parts: list[str]) -> int | None:
+        pattern = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, parts)) + r"\s*\]")
+        for i, text in enumerate(self.lines):
+            if pattern.match(text):
+                return i
+        return None
+
+    def line(self, key: str) -> int | None:
+        parts = key.split(".")
+        own = self._header(parts)
+        if own is not None:  # the key is a table: its header line
+            return own + 1
+        table, leaf = parts[:-1], parts[-1]
+        start = 0
+        if table:
+            found = self._header(table)
+            if found is None:
+                return self.line(".".join(table)) if len(table) > 1 else None
+            start = found
+        pattern = re.compile(r"^\s*" + re.escape(leaf) + r"\s*=|^\s*\[\s*" + re.escape(key))
+        for i in range(start, len(self.lines)):
+            if i > start and table and self.lines[i].lstrip().startswith("["):
+                break
+            if pattern.match(self.lines[i]):
+                return i + 1
+        return start + 1 if table else None
+
+
+class _Reader:
+    def __init__(self, where: _Where) -> None:
+        self.where = where
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, key=key, line=self.where.line(key))
+
+    def table(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            k = f"{key}.{unknown[0]}" if key else unknown[0]
+            raise self.error(
+                k, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+        return raw
+
+    def get(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        name: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+    ) -> Any:
+        if name not in raw:
+            return default
+        value = raw[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            value = object()  # True is not a number here
+        if not isinstance(value, kinds):
+            want = " or ".join(k.__name__ for k in kinds)
+            raise self.error(f"{key}.{name}", f"must be {want}, not {type(raw[name]).__name__}")
+        return raw[name]
+
+    def positive(self, raw: Mapping[str, Any], key: str, name: str, default: float) -> float:
+        value = float(self.get(raw, key, name, (int, float), default))
+        if value < 0:
+            raise self.error(f"{key}.{name}", "must be 0 or more")
+        return value
+
+    def strings(
+        self, raw: Mapping[str, Any], key: str, name: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        value = self.get(raw, key, name, list, list(default))
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(f"{key}.{name}", "must be a list of strings")
+        return tuple(value)
+
+
+def parse_config(
+    raw: Mapping[str, Any], *, source: str | None = None, path: str | None = None
+) -> GatewayConfig:
+    """Validate a parsed TOML document (pure). ``source`` is the text, for line numbers."""
+    r = _Reader(_Where(source))
+    r.table(raw, "", {"providers", "agents", "cron", "server", "plugins", "durability"})
+    providers: dict[str, ProviderConfig] = {}
+    for name, p in r.get(raw, "", "providers", dict, {}).items():
+        key = f"providers.{name}"
+        if not isinstance(p, dict):
+            raise r.error(key, "must be a table")
+        r.table(p, key, {"api", "base_url", "api_key_env", "api_key", "timeout_s", "max_retries"})
+        if "api_key" in p:
+            raise r.error(
+                f"{key}.api_key",
+                "secrets never go in the config file: put the key in "
+                "an environment variable and name it with api_key_env",
+            )
+        try:
+            providers[name] = ProviderConfig(
+                name=name,
+                api=r.get(p, key, "api", str, "openai"),
+                base_url=r.get(p, key, "base_url", str, None),
+                api_key_env=r.get(p, key, "api_key_env", str, None),
+                timeout_s=r.positive(p, key, "timeout_s", 600.0) or 600.0,
+                max_retries=int(r.get(p, key, "max_retries", int, 2)),
+            )
+        except ConfigError as exc:
+            raise r.error(exc.key or key, str(exc).split(" (key")[0]) from None
+    agents: dict[str, AgentConfig] = {}
+    for name, a in r.get(raw, "", "agents", dict, {}).items():
+        key = f"agents.{name}"
+        if not isinstance(a, dict):
+            raise r.error(key, "must be a table")
+        if not _NAME.match(name):
+            raise r.error(key, f"agent name {name!r} must be letters, digits, '_', '.', '-'")
+        r.table(
+            a,
+            key,
+            {
+                "model",
+                "fallbacks",
+                "system_prompt",
+                "tools",
+                "workspace",
+                "max_steps",
+                "timeout_s",
+                "http_allow",
+                "heartbeat",
+                "steering",
+            },
+        )
+        if "model" not in a:
+            raise r.error(key, 'an agent needs a model, e.g. model = "scripted/fast"')
+        model = r.get(a, key, "model", str, None)
+        fallbacks = r.strings(a, key, "fallbacks", ())
+        for i, ref in enumerate((model, *fallbacks)):
+            k = f"{key}.model" if i == 0 else f"{key}.fallbacks"
+            try:
+                parsed = ModelRef.parse(ref)
+            except ConfigError as exc:
+                raise r.error(k, str(exc)) from None
+            if parsed.provider != "scripted" and parsed.provider not in providers:
+                known = ", ".join(sorted({*providers, "scripted"}))
+                raise r.error(k, f"unknown provider {parsed.provider!r} in {ref!r}; known: {known}")
+        hb_raw = r.get(a, key, "heartbeat", dict, {})
+        r.table(hb_raw, f"{key}.heartbeat", {"every_s", "prompt"})
+        heartbeat = HeartbeatConfig(
+            every_s=r.positive(hb_raw, f"{key}.heartbeat", "every_s", 0.0),
+            prompt=r.get(hb_raw, f"{key}.heartbeat", "prompt", str, HeartbeatConfig.prompt),
+        )
+        max_steps = int(r.get(a, key, "max_steps", int, 8))
+        if max_steps < 1:
+            raise r.error(f"{key}.max_steps", "must be at least 1")
+        agents[name] = AgentConfig(
+            name=name,
+            model=model,
+            fallbacks=fallbacks,
+            system_prompt=r.get(a, key, "system_prompt", str, ""),
+            tools=r.strings(a, key, "tools", ("current_time",)),
+            workspace=r.get(a, key, "workspace", str, None),
+            max_steps=max_steps,
+            timeout_s=r.positive(a, key, "timeout_s", 600.0) or 600.0,
+            http_allow=r.strings(a, key, "http_allow", ()),
+            heartbeat=heartbeat,
+            steering=bool(r.get(a, key, "steering", bool, True)),
+        )
+    c = r.get(raw, "", "cron", dict, {})
+    r.table(c, "cron", {"max_concurrent_runs", "catch_up_grace_s", "timeout_s"})
+    cron = CronDefaults(
+        max_concurrent_runs=int(r.get(c, "cron", "max_concurrent_runs", int, 4)),
+        catch_up_grace_s=r.positive(c, "cron", "catch_up_grace_s", 3600.0),
+        timeout_s=r.positive(c, "cron", "timeout_s", 600.0) or 600.0,
+    )
+    if cron.max_concurrent_runs < 1:
+        raise r.error("cron.max_concurrent_runs", "must be at least 1")
+    s = r.get(raw, "", "server", dict, {})
+    r.table(s, "server", {"host", "port", "token_env"})
+    server = ServerConfig(
+        host=r.get(s, "server", "host", str, "127.0.0.1"),
+        port=int(r.get(s, "server", "port", int, 8787)),
+        token_env=r.get(s, "server", "token_env", str, None),
+    )
+    if not 0 <= server.port <= 65535:
+        raise r.error("server.port", "must be between 0 and 65535")
+    if server.host not in ("127.0.0.1", "localhost", "::1") and not server.token_env:
+        raise r.error(
+            "server.host",
+            f"binding {server.host} needs a bearer token: set "
+            "server.token_env to the name of an environment variable holding it",
+        )
+    pl = r.get(raw, "", "plugins", dict, {})
+    r.table(pl, "plugins", {"enabled"})
+    plugins = r.strings(pl, "plugins", "enabled", GatewayConfig.plugins)
+    durability = r.get(raw, "", "durability", str, "fsync")
+    if durability not in ("fsync", "buffered"):
+        raise r.error("durability", "must be 'fsync' or 'buffered'")
+    return GatewayConfig(providers, agents, cron, server, plugins, durability, path)
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a TOML file; errors name the file, key and line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {p} (run `fencepost init` to write one)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(raw, source=text, path=str(p))
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+STARTER_CONFIG = """\
+# fencepost configuration. Every key is optional unless marked; errors name the key and line.
+
+# How transcripts reach the disk: "fsync" per commit (default) or "buffered".
+durability = "fsync"
+
+# Model providers. Secrets only by environment variable name.
+# [providers.openai]
+# api = "openai"                       # openai | anthropic | scripted
+# api_key_env = "OPENAI_API_KEY"
+#
+# [providers.anthropic]
+# api = "anthropic"
+# api_key_env = "ANTHROPIC_API_KEY"
+#
+# [providers.ollama]
+# api = "openai"
+# base_url = "http://127.0.0.1:11434/v1"   # loopback: no key needed
+
+# Agents. "scripted/<script>" is the built-in offline model (scripts: fast, slow).
+[agents.ops]
+model = "scripted/fast"                # required: provider/model
+fallbacks = []
+system_prompt = "You are the operations agent."
+tools = ["current_time", "read_file", "write_file"]
+max_steps = 8
+timeout_s = 600
+# http_allow = ["status.example.com"]  # hosts http_get may fetch; empty = off
+# [agents.ops.heartbeat]
+# every_s = 1800                       # 0 = off
+# prompt = "Anything that needs attention? Reply HEARTBEAT_OK if not."
+
+[cron]
+max_concurrent_runs = 4
+catch_up_grace_s = 3600                # a missed slot older than this is recorded "missed"
+timeout_s = 600
+
+[server]
+host = "127.0.0.1"                     # any other address needs token_env
+port = 8787
+# token_env = "FENCEPOST_TOKEN"
+
+[plugins]
+enabled = ["memory", "model-snapshot", "trajectory", "heartbeat"]
+"""

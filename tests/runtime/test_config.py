@@ -1,0 +1,59 @@
+"""The config file: strict validation, errors naming key and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from fencepost import ConfigError
+from fencepost.runtime.config import STARTER_CONFIG, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "fencepost.toml"
+    p.write_text(text)
+    return p
+
+
+def test_the_starter_config_loads(tmp_path):
+    cfg = load_config(write(tmp_path, STARTER_CONFIG))
+    assert cfg.agents["ops"].model == "scripted/fast"
+    assert cfg.server.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "says"),
+    [
+        (
+            '[agents.a]\nmodel = "scripted/fast"\nmax_stepz = 3\n',
+            "agents.a.max_stepz",
+            3,
+            "unknown key",
+        ),
+        ('[agents.a]\nmodel = "nowhere/x"\n', "agents.a.model", 2, "unknown provider 'nowhere'"),
+        ('[agents.a]\nmodel = "no-slash"\n', "agents.a.model", 2, "not 'provider/model'"),
+        ("[agents.a]\ntools = []\n", "agents.a", 1, "needs a model"),
+        (
+            '[providers.o]\napi = "openai"\napi_key = "sk-123"\n',
+            "providers.o.api_key",
+            3,
+            "secrets",
+        ),
+        ('[providers.o]\napi = "grpc"\n', "providers.o.api", 2, "unknown api"),
+        ('[server]\nhost = "0.0.0.0"\n', "server.host", 2, "bearer token"),
+        ('[server]\nport = "80"\n', "server.port", 2, "must be int"),
+        ("[cron]\n\nmax_concurrent_runs = 0\n", "cron.max_concurrent_runs", 3, "at least 1"),
+        ('durability = "sometimes"\n', "durability", 1, "fsync"),
+    ],
+)
+def test_a_bad_config_names_the_key_and_line(tmp_path, text, key, line, says):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    msg = str(info.value)
+    assert f"key {key!r}, line {line}" in msg and says in msg, msg
+
+
+def test_invalid_toml_and_missing_files_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[agents\n"))
+    with pytest.raises(ConfigError, match="fencepost init"):
+        load_config(tmp_path / "missing.toml")
