@@ -1,4 +1,4 @@
-"""The attempt runner on real sessions with the built-in scripted model (docs/design/agent-runner.md)."""
+"""The attempt runner on real sessions with the scripted model (docs/design/agent-runner.md)."""
 
 from __future__ import annotations
 
