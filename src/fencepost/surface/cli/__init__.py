@@ -18,6 +18,8 @@ from ...errors import (
     SessionTakeoverError,
     TranscriptFormatError,
 )
+from .agent import agent
+from .cron import cron
 from .demo import demo
 from .sessions import sessions
 
@@ -44,6 +46,8 @@ def cli() -> None:
 
 
 cli.add_command(sessions)
+cli.add_command(agent)
+cli.add_command(cron)
 cli.add_command(demo)
 
 

@@ -1,0 +1,523 @@
+"""``fencepost cron add|list|show|edit|enable|disable|rm|runs``: scheduled jobs and their ledger.
+
+Parse, call ``fencepost.runtime.cron``, render. ``cron run`` arrives with the attempt runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ...errors import InvalidJobError, InvalidScheduleError
+from ...runtime.cron import (
+    CronSchedule,
+    CronStore,
+    Job,
+    JobState,
+    Payload,
+    RunRecord,
+    Schedule,
+    default_db_path,
+    edit_job,
+    format_duration,
+    new_job,
+    next_run_after,
+    parse_at,
+    parse_cron,
+    parse_delivery,
+    parse_duration_s,
+    parse_every,
+    parse_target,
+)
+from . import _render
+
+__all__ = ["cron", "default_state_dir"]
+
+RUN_STATUSES = ("running", "ok", "error", "timeout", "takeover", "missed", "interrupted", "skipped")
+
+
+def default_state_dir() -> str:
+    return os.environ.get("FENCEPOST_HOME") or os.path.join(os.path.expanduser("~"), ".fencepost")
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="FENCEPOST_STATE_DIR",
+    show_envvar=True,
+    help="State directory holding cron.db [default: $FENCEPOST_HOME, ~/.fencepost].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@contextmanager
+def _open(state_dir: str | None, *, create: bool = False) -> Iterator[CronStore]:
+    store = CronStore(default_db_path(state_dir or default_state_dir()), create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(dt: datetime | None) -> str:
+    if dt is None:
+        return "-"
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _job_json(job: Job, state: JobState) -> dict[str, Any]:
+    return {**job.to_json(), "state": state.to_json()}
+
+
+def _describe(schedule: Schedule) -> str:
+    return schedule.describe()
+
+
+def _stagger(text: str | None) -> float | None:
+    if text is None:
+        return None
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration_s(text, key="stagger")
+
+
+def _schedule(
+    at: str | None,
+    every: str | None,
+    cron_expr: str | None,
+    tz: str | None,
+    now: datetime,
+    *,
+    required: bool,
+    current: Schedule | None = None,
+) -> Schedule | None:
+    given = [x for x in (at, every, cron_expr) if x is not None]
+    if len(given) > 1:
+        raise InvalidScheduleError("give one of --at, --every and --cron", key="schedule")
+    if at is not None:
+        return parse_at(at, now=now, tz=tz)
+    if every is not None:
+        return parse_every(every, now=now)
+    if cron_expr is not None:
+        return parse_cron(cron_expr, tz or "UTC", now=now)
+    if tz is not None and isinstance(current, CronSchedule):
+        return parse_cron(current.expr, tz, now=now, stagger_s=current.stagger_s)
+    if tz is not None and not required:
+        raise InvalidScheduleError("--tz applies to --cron and --at schedules", key="tz")
+    if required:
+        raise InvalidScheduleError(
+            "a job needs a schedule: --at 20m, --every 1h or --cron '0 7 * * *' --tz Europe/Berlin",
+            key="schedule",
+        )
+    return None
+
+
+def _payload(message: str | None, system_event: str | None, *, required: bool) -> Payload | None:
+    if message is not None and system_event is not None:
+        raise InvalidJobError("give --message or --system-event, not both", key="payload")
+    if message is not None:
+        return Payload("agent_turn", message)
+    if system_event is not None:
+        return Payload("system_event", system_event)
+    if required:
+        raise InvalidJobError("a job needs --message TEXT (or --system-event TEXT)", key="message")
+    return None
+
+
+def _schedule_options(f: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--at", default=None, help="Once: 20m, 2h, 1d or an ISO 8601 time."),
+            click.option("--every", default=None, help="Repeat every interval: 30m, 1h, 1d."),
+            click.option("--cron", "cron_expr", default=None, help="5-field cron expression."),
+            click.option(
+                "--tz", default=None, help="IANA zone for --cron (and a naive --at) [UTC]."
+            ),
+            click.option(
+                "--stagger",
+                default=None,
+                help="Offset for top-of-hour cron jobs (0 = exact) [a per-job 0-5m].",
+            ),
+            click.option("--message", default=None, help="The user message of an agent turn."),
+            click.option(
+                "--system-event", default=None, help="Text of a system event (main/session)."
+            ),
+            click.option("--target", default=None, help="isolated | main | session:ID."),
+            click.option("--model", default=None, help="Model override, provider/model."),
+            click.option("--fallback", "fallbacks", multiple=True, help="Fallback model, repeat."),
+            click.option("--timeout", default=None, help="Run timeout: 300, 5m."),
+            click.option("--deliver", default=None, help="none | session:ID | https://webhook."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@click.group()
+def cron() -> None:
+    """Scheduled agent jobs and their run ledger."""
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.option("--name", required=True, help="A name people recognise.")
+@click.option("--agent", required=True, help="The agent that runs the job.")
+@_schedule_options
+@click.option("--delete-after-run", is_flag=True, help="Remove a one-shot after it succeeds.")
+@click.option("--disabled", is_flag=True, help="Add the job disabled.")
+def add(
+    state_dir: str | None,
+    as_json: bool,
+    name: str,
+    agent: str,
+    at: str | None,
+    every: str | None,
+    cron_expr: str | None,
+    tz: str | None,
+    stagger: str | None,
+    message: str | None,
+    system_event: str | None,
+    target: str | None,
+    model: str | None,
+    fallbacks: tuple[str, ...],
+    timeout: str | None,
+    deliver: str | None,
+    delete_after_run: bool,
+    disabled: bool,
+) -> None:
+    """Add a job; everything is checked now, not when it fires."""
+    now = _now()
+    schedule = _schedule(at, every, cron_expr, tz, now, required=True)
+    payload = _payload(message, system_event, required=True)
+    assert schedule is not None and payload is not None
+    fields: dict[str, Any] = {
+        "target": parse_target(target or "isolated"),
+        "model": model,
+        "fallbacks": tuple(fallbacks),
+        "delivery": parse_delivery(deliver),
+        "delete_after_run": delete_after_run,
+        "enabled": not disabled,
+    }
+    if timeout is not None:
+        fields["timeout_s"] = parse_duration_s(timeout, key="timeout")
+    job = new_job(
+        name=name,
+        agent=agent,
+        schedule=schedule,
+        payload=payload,
+        now=now,
+        stagger_s=_stagger(stagger),
+        **fields,
+    )
+    with _open(state_dir, create=True) as store:
+        store.add_job(job, next_run_at=next_run_after(job.schedule, now))
+        state = store.get_state(job.job_id)
+    if as_json:
+        click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            f"added job {job.job_id} ({job.name}): {_describe(job.schedule)}; "
+            f"next run {_when(state.next_run_at)}"
+        )
+
+
+@cron.command("list")
+@state_dir_option
+@json_option
+def list_(state_dir: str | None, as_json: bool) -> None:
+    """List jobs with their next run and last status."""
+    with _open(state_dir, create=True) as store:
+        rows = store.list_jobs()
+    if as_json:
+        click.echo(json.dumps([_job_json(j, s) for j, s in rows], indent=2, ensure_ascii=False))
+        return
+    _render.table(
+        ["id", "name", "agent", "schedule", "target", "enabled", "next run", "last", "errors"],
+        [
+            [
+                j.job_id[:8],
+                j.name,
+                j.agent,
+                _describe(j.schedule),
+                j.target,
+                "yes" if j.enabled else "no",
+                _when(s.next_run_at) if j.enabled else "-",
+                s.last_status or "-",
+                s.consecutive_errors,
+            ]
+            for j, s in rows
+        ],
+        title="cron jobs",
+    )
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.option("--runs", "run_count", default=5, help="How many recent runs to show.")
+@click.argument("job_id")
+def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> None:
+    """Show one job, its state and its recent runs (JOB_ID: id or unique prefix)."""
+    with _open(state_dir) as store:
+        jid = store.resolve_job_id(job_id)
+        job, state = store.get_job(jid), store.get_state(jid)
+        runs = store.runs(job_id=jid, limit=run_count)
+    if as_json:
+        out = _job_json(job, state)
+        out["runs"] = [r.to_json() for r in runs]
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    rows = [
+        ("id", job.job_id),
+        ("name", job.name),
+        ("agent", job.agent),
+        ("enabled", "yes" if job.enabled else f"no ({state.disabled_reason or 'disabled'})"),
+        ("schedule", _describe(job.schedule)),
+        ("target", job.target),
+        ("payload", f"{job.payload.kind}: {job.payload.text}"),
+        ("model", job.model or "(agent default)"),
+        ("fallbacks", ", ".join(job.fallbacks) or "-"),
+        ("timeout", format_duration(job.timeout_s)),
+        ("delivery", job.delivery.describe()),
+        ("delete after run", "yes" if job.delete_after_run else "no"),
+        ("next run", _when(state.next_run_at)),
+        ("last run", f"{_when(state.last_run_at)} {state.last_status or ''}".strip()),
+        ("consecutive errors", str(state.consecutive_errors)),
+        ("backoff until", _when(state.backoff_until)),
+        ("retry", f"{_when(state.retry.at)} ({state.retry.reason})" if state.retry else "-"),
+        ("running", state.running_run_id or "-"),
+    ]
+    _render.table(["field", "value"], rows, title=f"job {job.name}")
+    _runs_table(runs)
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.option("--name", default=None, help="A new name.")
+@click.option("--agent", default=None, help="A new agent.")
+@_schedule_options
+@click.option("--clear-model", is_flag=True, help="Use the agent's default model again.")
+@click.option(
+    "--delete-after-run/--keep-after-run", default=None, help="One-shots: remove on success."
+)
+@click.argument("job_id")
+def edit(
+    state_dir: str | None,
+    as_json: bool,
+    name: str | None,
+    agent: str | None,
+    at: str | None,
+    every: str | None,
+    cron_expr: str | None,
+    tz: str | None,
+    stagger: str | None,
+    message: str | None,
+    system_event: str | None,
+    target: str | None,
+    model: str | None,
+    fallbacks: tuple[str, ...],
+    timeout: str | None,
+    deliver: str | None,
+    clear_model: bool,
+    delete_after_run: bool | None,
+    job_id: str,
+) -> None:
+    """Change a job; a new schedule recomputes the next run from now."""
+    now = _now()
+    with _open(state_dir) as store:
+        jid = store.resolve_job_id(job_id)
+        job = store.get_job(jid)
+        changes: dict[str, Any] = {}
+        schedule = _schedule(at, every, cron_expr, tz, now, required=False, current=job.schedule)
+        if schedule is not None:
+            changes["schedule"] = schedule
+        payload = _payload(message, system_event, required=False)
+        if payload is not None:
+            changes["payload"] = payload
+        for key, value in (("name", name), ("agent", agent)):
+            if value is not None:
+                changes[key] = value
+        if target is not None:
+            changes["target"] = parse_target(target)
+        if model is not None or clear_model:
+            changes["model"] = None if clear_model else model
+        if fallbacks:
+            changes["fallbacks"] = tuple(fallbacks)
+        if timeout is not None:
+            changes["timeout_s"] = parse_duration_s(timeout, key="timeout")
+        if deliver is not None:
+            changes["delivery"] = parse_delivery(deliver)
+        if delete_after_run is not None:
+            changes["delete_after_run"] = delete_after_run
+        stagger_s = _stagger(stagger)
+        if not changes and stagger_s is None:
+            raise click.UsageError("nothing to change; give at least one option")
+        edited = edit_job(job, now=now, stagger_s=stagger_s, **changes)
+        with store.transaction():
+            store.save_job(edited)
+            if edited.schedule != job.schedule:
+                nxt = next_run_after(edited.schedule, now)
+                store.update_state(jid, next_run_at=nxt, due_at=nxt, retry=None)
+        state = store.get_state(jid)
+    if as_json:
+        click.echo(json.dumps(_job_json(edited, state), indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"edited job {jid} ({edited.name}); next run {_when(state.next_run_at)}")
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.argument("job_id")
+def enable(state_dir: str | None, as_json: bool, job_id: str) -> None:
+    """Enable a job: errors and backoff reset, the next run is computed from now."""
+    now = _now()
+    with _open(state_dir) as store:
+        jid = store.resolve_job_id(job_id)
+        job = store.get_job(jid)
+        nxt = next_run_after(job.schedule, now)
+        with store.transaction():
+            store.save_job(edit_job(job, now=now, enabled=True))
+            store.update_state(
+                jid,
+                next_run_at=nxt,
+                due_at=nxt,
+                disabled_reason=None,
+                consecutive_errors=0,
+                backoff_until=None,
+                retry=None,
+            )
+        job, state = store.get_job(jid), store.get_state(jid)
+    if as_json:
+        click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
+    elif nxt is None:
+        click.echo(f"enabled job {jid} ({job.name}), but its time has passed: it will not run")
+    else:
+        click.echo(f"enabled job {jid} ({job.name}); next run {_when(nxt)}")
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.option("--reason", default="disabled by user", help="Recorded with the job.")
+@click.argument("job_id")
+def disable(state_dir: str | None, as_json: bool, reason: str, job_id: str) -> None:
+    """Disable a job (its in-flight run, if any, finishes)."""
+    now = _now()
+    with _open(state_dir) as store:
+        jid = store.resolve_job_id(job_id)
+        job = store.get_job(jid)
+        with store.transaction():
+            store.save_job(edit_job(job, now=now, enabled=False))
+            store.update_state(jid, disabled_reason=reason)
+        job, state = store.get_job(jid), store.get_state(jid)
+    if as_json:
+        click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"disabled job {jid} ({job.name}): {reason}")
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.argument("job_id")
+def rm(state_dir: str | None, as_json: bool, job_id: str) -> None:
+    """Remove a job. Its run ledger rows are kept."""
+    with _open(state_dir) as store:
+        jid = store.resolve_job_id(job_id)
+        job = store.get_job(jid)
+        with store.transaction():
+            store.delete_job(jid)
+    if as_json:
+        click.echo(json.dumps({"removed": jid, "name": job.name}))
+    else:
+        click.echo(f"removed job {jid} ({job.name}); its runs stay in the ledger")
+
+
+def _since(text: str | None, now: datetime) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return now - timedelta(seconds=parse_duration_s(text, key="since"))
+    except InvalidScheduleError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r}: give a duration ago (2h, 1d) or an ISO time", param_hint="--since"
+        ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@cron.command()
+@state_dir_option
+@json_option
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs with this status (repeat for several).",
+)
+@click.option("--since", default=None, help="Scheduled at or after: 2h, 1d or an ISO time.")
+@click.option("--limit", default=20, type=click.IntRange(1, 10000), help="Rows per page.")
+@click.option("--before", "before_seq", type=int, default=None, help="Page on: rows before SEQ.")
+@click.argument("job_id", required=False)
+def runs(
+    state_dir: str | None,
+    as_json: bool,
+    statuses: tuple[str, ...],
+    since: str | None,
+    limit: int,
+    before_seq: int | None,
+    job_id: str | None,
+) -> None:
+    """Page the run ledger, newest first (all jobs, or JOB_ID's)."""
+    with _open(state_dir, create=True) as store:
+        jid = store.resolve_job_id(job_id) if job_id else None
+        rows = store.runs(
+            job_id=jid,
+            status=list(statuses) or None,
+            since=_since(since, _now()),
+            before_seq=before_seq,
+            limit=limit,
+        )
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        return
+    _runs_table(rows)
+    if len(rows) == limit and rows[-1].seq is not None:
+        click.echo(f"more: --before {rows[-1].seq}")
+
+
+def _runs_table(rows: list[RunRecord]) -> None:
+    _render.table(
+        ["seq", "run", "job", "scheduled", "started", "status", "try", "detail", "delivery"],
+        [
+            [
+                r.seq,
+                r.run_id[:8],
+                r.job_name,
+                _when(r.scheduled_at),
+                _when(r.started_at),
+                r.status,
+                r.attempt,
+                (r.error_message or r.reply or "")[:60],
+                r.delivery_status or "",
+            ]
+            for r in rows
+        ],
+        title="runs",
+    )
