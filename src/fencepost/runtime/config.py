@@ -17,7 +17,7 @@ from typing import Any
 from ..core import Durability
 from ..errors import ConfigError
 from .agent import AgentSpec, ToolRegistry
-from .providers import ModelRef, ProviderConfig
+from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -126,6 +126,8 @@ class GatewayConfig:
     plugins: tuple[str, ...] = ("memory", "model-snapshot", "trajectory", "heartbeat")
     durability: Durability = "fsync"
     path: str | None = None
+    #: Scripts for the built-in ``scripted`` provider, by name (``scripted/<name>``).
+    scripts: Mapping[str, Script] = field(default_factory=dict)
 
 
 #: The agent a config without agents gets, so a fresh install can run a turn offline.
@@ -237,7 +239,13 @@ def parse_config(
 ) -> GatewayConfig:
     """Validate a parsed TOML document (pure). ``source`` is the text, for line numbers."""
     r = _Reader(_Where(source))
-    r.table(raw, "", {"providers", "agents", "cron", "server", "plugins", "durability"})
+    r.table(raw, "", {"providers", "agents", "cron", "server", "plugins", "durability", "scripts"})
+    scripts: dict[str, Script] = {}
+    for name, sc in r.get(raw, "", "scripts", dict, {}).items():
+        try:
+            scripts[name] = parse_script(sc, source=f"scripts.{name}")
+        except ConfigError as exc:
+            raise r.error(f"scripts.{name}", str(exc).split(" (key")[0]) from None
     providers: dict[str, ProviderConfig] = {}
     for name, p in r.get(raw, "", "providers", dict, {}).items():
         key = f"providers.{name}"
@@ -294,6 +302,9 @@ def parse_config(
                 parsed = ModelRef.parse(ref)
             except ConfigError as exc:
                 raise r.error(k, str(exc)) from None
+            if parsed.provider == "scripted" and parsed.model not in {*scripts, *BUILTIN_SCRIPTS}:
+                known = ", ".join(sorted({*scripts, *BUILTIN_SCRIPTS}))
+                raise r.error(k, f"no script named {parsed.model!r}; known: {known}")
             if parsed.provider != "scripted" and parsed.provider not in providers:
                 known = ", ".join(sorted({*providers, "scripted"}))
                 raise r.error(k, f"unknown provider {parsed.provider!r} in {ref!r}; known: {known}")
@@ -349,7 +360,7 @@ def parse_config(
     durability = r.get(raw, "", "durability", str, "fsync")
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
-    return GatewayConfig(providers, agents, cron, server, plugins, durability, path)
+    return GatewayConfig(providers, agents, cron, server, plugins, durability, path, scripts)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

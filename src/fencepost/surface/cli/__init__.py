@@ -21,6 +21,7 @@ from ...errors import (
 from .agent import agent
 from .cron import cron
 from .demo import demo
+from .gateway import gateway
 from .sessions import sessions
 
 __all__ = ["main", "cli", "EXIT_CODES"]
@@ -49,6 +50,7 @@ cli.add_command(sessions)
 cli.add_command(agent)
 cli.add_command(cron)
 cli.add_command(demo)
+cli.add_command(gateway)
 
 
 def main(argv: list[str] | None = None) -> None:

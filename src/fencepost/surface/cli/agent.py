@@ -112,7 +112,7 @@ async def _run(
 
     store = SessionStore(paths.sessions, durability=cfg.durability)
     try:
-        async with ProviderRegistry(cfg.providers) as providers:
+        async with ProviderRegistry(cfg.providers, scripts=cfg.scripts) as providers:
             result = await run_turn(
                 store.session(session_id),
                 spec,

@@ -1,0 +1,26 @@
+"""The gateway: scheduler, lanes, heartbeats and plugins in one process (docs/design/gateway.md)."""
+
+from ._gateway import (
+    Gateway,
+    GatewayBusyError,
+    GatewayStatistics,
+    SendResult,
+    job_validator,
+    main_session_id,
+)
+from ._hooks import ENTRY_POINT_GROUP, FencepostHooks, hookimpl, hookspec
+from ._logging import JsonLinesHandler
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "FencepostHooks",
+    "Gateway",
+    "GatewayBusyError",
+    "GatewayStatistics",
+    "JsonLinesHandler",
+    "SendResult",
+    "hookimpl",
+    "hookspec",
+    "job_validator",
+    "main_session_id",
+]

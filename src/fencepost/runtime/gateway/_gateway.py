@@ -1,0 +1,592 @@
+"""The gateway: one asyncio process per state directory running the scheduler, heartbeats,
+plugins and (from the surface) the HTTP server. See docs/design/gateway.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pluggy
+
+from ...core import SessionStore, TranscriptUpdated, message
+from ...errors import ConfigError, FencepostError, InvalidJobError
+from ..agent import AgentSpec, ToolRegistry, TurnResult, run_turn
+from ..config import DEFAULT_AGENT, AgentConfig, GatewayConfig, StatePaths, agent_spec
+from ..cron import (
+    Clock,
+    CronStore,
+    Job,
+    JobValidator,
+    RunContext,
+    RunOutcome,
+    Scheduler,
+    SessionMirrorDeliverer,
+    SystemClock,
+    WebhookDeliverer,
+)
+from ..providers import (
+    AttemptFailed,
+    ChainEvent,
+    FirstTokenReceived,
+    ModelRef,
+    ProviderRegistry,
+    ToolCallReceived,
+)
+from ._hooks import call_hook, make_plugin_manager
+
+__all__ = [
+    "Gateway",
+    "GatewayBusyError",
+    "GatewayStatistics",
+    "SendResult",
+    "job_validator",
+    "main_session_id",
+]
+
+log = logging.getLogger("fencepost.gateway")
+
+
+class GatewayBusyError(FencepostError):
+    """Another gateway process holds this state directory."""
+
+    def __init__(self, root: str, owner: dict[str, Any]) -> None:
+        who = f"pid {owner.get('pid', '?')} since {owner.get('since', '?')}"
+        super().__init__(
+            f"another gateway ({who}) is running on {root}; stop it first, or use another "
+            "state directory (--home / FENCEPOST_HOME)"
+        )
+        self.root = root
+        self.owner = owner
+
+
+def main_session_id(agent: str) -> str:
+    return f"{agent}-main"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened to a message sent to a session."""
+
+    status: Literal["started", "queued", "steered"]
+    session_id: str
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class GatewayStatistics:
+    started_at: str | None
+    running_turns: int
+    queued_turns: int
+    turns_ok: int
+    turns_failed: int
+    heartbeats_run: int
+    heartbeats_skipped: int
+    heartbeats_suppressed: int
+
+
+class _Lane:
+    """Turns on one session from this process run one at a time, in arrival order."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # FIFO: waiters are served in the order they came
+        self.waiting = 0
+        self.current_run: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.lock.locked()
+
+
+class Gateway:
+    """Construct, ``await start()``, use, ``await stop()`` (or ``async with``)."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        config: GatewayConfig,
+        *,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+        builtin_plugins: bool = True,
+        provider_sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.plugins: pluggy.PluginManager = make_plugin_manager(load_entry_points)
+        if builtin_plugins:
+            from .plugins import builtin_plugins as _builtins
+
+            for name, plugin in _builtins(config.plugins):
+                self.plugins.register(plugin, name=name)
+        for plugin in plugins:
+            self.plugins.register(plugin)
+        self._provider_sleep = provider_sleep
+        self.agents: dict[str, AgentConfig] = dict(config.agents) or {
+            DEFAULT_AGENT.name: DEFAULT_AGENT
+        }
+        self.started_at: datetime | None = None
+        self._lanes: dict[str, _Lane] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._lock_fd: int | None = None
+        self._log_handler: logging.Handler | None = None
+        self._subscribers: list[Callable[[dict[str, Any]], object]] = []
+        self._counts = dict.fromkeys(["ok", "failed", "hb_run", "hb_skipped", "hb_suppressed"], 0)
+        # Set by start():
+        self.store: SessionStore
+        self.cron: CronStore
+        self.scheduler: Scheduler
+        self.providers: ProviderRegistry
+        self.tools: ToolRegistry
+        self.specs: dict[str, AgentSpec] = {}
+
+    def __repr__(self) -> str:
+        state = "running" if self.started_at else "stopped"
+        return f"<Gateway {self.paths.root} {state} lanes={len(self._lanes)}>"
+
+    def statistics(self) -> GatewayStatistics:
+        return GatewayStatistics(
+            started_at=self.started_at.isoformat() if self.started_at else None,
+            running_turns=sum(lane.busy for lane in self._lanes.values()),
+            queued_turns=sum(lane.waiting for lane in self._lanes.values()),
+            turns_ok=self._counts["ok"],
+            turns_failed=self._counts["failed"],
+            heartbeats_run=self._counts["hb_run"],
+            heartbeats_skipped=self._counts["hb_skipped"],
+            heartbeats_suppressed=self._counts["hb_suppressed"],
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self._take_gateway_lock()
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _open(self) -> None:
+        from ._logging import JsonLinesHandler
+
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        self._log_handler = JsonLinesHandler(self.paths.logs / "gateway.jsonl")
+        logging.getLogger("fencepost").addHandler(self._log_handler)
+        logging.getLogger("fencepost").setLevel(logging.INFO)
+        self.store = SessionStore(self.paths.sessions, durability=self.config.durability)
+        self.store.subscribe(self._on_transcript_updated)
+        self.cron = CronStore(self.paths.cron_db, create=True)
+        kw: dict[str, Any] = {}
+        if self._provider_sleep is not None:
+            kw["sleep"] = self._provider_sleep
+        self.providers = ProviderRegistry(self.config.providers, scripts=self.config.scripts, **kw)
+        plugin_tools = [
+            t for got in await call_hook(self.plugins, "fencepost_tools", gateway=self) for t in got
+        ]
+        self.tools = ToolRegistry(plugin_tools)
+        for name, cfg in self.agents.items():
+            self.specs[name] = agent_spec(cfg, self.tools, self.paths)
+            for ref in (cfg.model, *cfg.fallbacks):
+                self.providers.check(ref)
+        self.scheduler = Scheduler(
+            self.cron,
+            self._execute,
+            clock=self.clock,
+            max_concurrent_runs=self.config.cron.max_concurrent_runs,
+            catchup_grace_s=self.config.cron.catch_up_grace_s,
+            deliverers={
+                "session": SessionMirrorDeliverer(self.store),
+                "webhook": WebhookDeliverer(),
+            },
+            poll_interval_s=5.0,
+        )
+        await call_hook(self.plugins, "fencepost_startup", gateway=self)
+        report = await self.scheduler.start()
+        log.info(
+            "gateway started: %d interrupted, %d catch-up runs, %d missed slots",
+            len(report.interrupted),
+            report.catchup_runs,
+            report.missed,
+            extra={"action": "start"},
+        )
+        self.spawn(self.scheduler.run(), name="scheduler")
+        for name, cfg in self.agents.items():
+            if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins:
+                self.spawn(self._heartbeat_loop(name, cfg), name=f"heartbeat {name}")
+        self.started_at = datetime.now(UTC)
+
+    async def stop(self, *, grace_s: float = 10.0) -> None:
+        """Graceful: no new runs; in-flight runs get ``grace_s`` to finish, then are cancelled
+        (the ledger records them ``interrupted``); leases and locks are released."""
+        if self.started_at is None and self._lock_fd is None:
+            return
+        with contextlib.suppress(AttributeError):
+            self.scheduler._stopping = True  # no new dispatches while we wait
+            self.scheduler.wake()
+            try:
+                await asyncio.wait_for(self.scheduler.stop(cancel_running=False), grace_s)
+            except TimeoutError:
+                await self.scheduler.stop(cancel_running=True)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background))
+        await call_hook(self.plugins, "fencepost_shutdown", gateway=self)
+        log.info("gateway stopped", extra={"action": "stop"})
+        await self._close()
+
+    async def _close(self) -> None:
+        for closer in ("store", "cron"):
+            obj = getattr(self, closer, None)
+            if obj is not None:
+                obj.close()
+        providers = getattr(self, "providers", None)
+        if providers is not None:
+            await providers.aclose()
+        if self._log_handler is not None:
+            logging.getLogger("fencepost").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+        self.started_at = None
+
+    def _take_gateway_lock(self) -> None:
+        # Invariant GATEWAY-I1: one gateway per state directory.
+        path = self.paths.gateway_lock
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                owner = {}
+            raise GatewayBusyError(str(self.paths.root), owner) from None
+        rec = {"pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        data = json.dumps(rec).encode() + b"\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        self._lock_fd = fd
+
+    def spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
+        """A background task owned by the gateway (cancelled on stop; failures logged)."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error(
+                    "background task %s failed",
+                    name,
+                    exc_info=t.exception(),
+                    extra={"action": "task"},
+                )
+
+        task.add_done_callback(done)
+        return task
+
+    # ---- events for live views -----------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], object]) -> Callable[[], None]:
+        """Live events (transcript updates, turn start/finish) as JSON-able dicts."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        for cb in list(self._subscribers):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("event subscriber failed", extra={"action": "publish"})
+
+    def _on_transcript_updated(self, event: TranscriptUpdated) -> None:
+        self._publish(
+            {
+                "type": "transcript",
+                "session_id": event.session_id,
+                "writer": event.writer,
+                "run_id": event.run_id,
+                "first_seq": event.first_seq,
+                "last_seq": event.last_seq,
+            }
+        )
+        self.spawn(
+            call_hook(self.plugins, "fencepost_transcript_updated", gateway=self, event=event),
+            name="transcript hook",
+        )
+
+    # ---- turns -----------------------------------------------------------------------------
+
+    def agent(self, name: str | None) -> str:
+        if name is None:
+            return next(iter(self.agents))
+        if name not in self.agents:
+            raise ConfigError(f"no agent {name!r}; configured: {', '.join(self.agents)}")
+        return name
+
+    def lane_busy(self, session_id: str) -> bool:
+        lane = self._lanes.get(session_id)
+        return lane is not None and lane.busy
+
+    async def turn(
+        self,
+        session_id: str,
+        agent: str | None = None,
+        *,
+        prompt: str | None = None,
+        system_event: str | None = None,
+        run_id: str | None = None,
+        model: str | None = None,
+        fallbacks: tuple[str, ...] | None = None,
+        timeout_s: float | None = None,
+    ) -> TurnResult:
+        """Run a turn in the session's lane (after the turns queued before it)."""
+        name = self.agent(agent)
+        run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        lane = self._lanes.setdefault(session_id, _Lane())
+        lane.waiting += 1
+        try:
+            await lane.lock.acquire()
+        finally:
+            lane.waiting -= 1
+        try:
+            lane.current_run = run_id
+            return await self._turn(
+                session_id, name, run_id, prompt, system_event, model, fallbacks, timeout_s
+            )
+        finally:
+            lane.current_run = None
+            lane.lock.release()
+
+    async def _turn(
+        self,
+        session_id: str,
+        agent: str,
+        run_id: str,
+        prompt: str | None,
+        system_event: str | None,
+        model: str | None,
+        fallbacks: tuple[str, ...] | None,
+        timeout_s: float | None,
+    ) -> TurnResult:
+        spec = self.specs[agent]
+        chain = [str(ModelRef.parse(r)) for r in spec.chain(model, fallbacks)]
+        await call_hook(
+            self.plugins,
+            "fencepost_turn_started",
+            gateway=self,
+            session_id=session_id,
+            agent=agent,
+            run_id=run_id,
+            model=chain[0],
+        )
+        self._publish(
+            {"type": "turn_started", "session_id": session_id, "run_id": run_id, "agent": agent}
+        )
+        answering = {"index": 0, "first": True}
+
+        async def on_event(event: ChainEvent) -> None:
+            if isinstance(event, AttemptFailed) and event.retry_in_s is None:
+                answering["index"] = min(answering["index"] + 1, len(chain) - 1)
+            if isinstance(event, FirstTokenReceived) and answering["first"]:
+                answering["first"] = False
+                await call_hook(
+                    self.plugins,
+                    "fencepost_model_answering",
+                    gateway=self,
+                    session_id=session_id,
+                    agent=agent,
+                    run_id=run_id,
+                    model=chain[answering["index"]],
+                )
+            payload = _event_json(event)
+            if payload is not None:
+                await call_hook(
+                    self.plugins,
+                    "fencepost_turn_event",
+                    gateway=self,
+                    session_id=session_id,
+                    run_id=run_id,
+                    event=payload,
+                )
+
+        cfg = self.agents[agent]
+        result = await run_turn(
+            self.store.session(session_id),
+            spec,
+            providers=self.providers,
+            run_id=run_id,
+            prompt=prompt,
+            system_event=system_event,
+            model=model,
+            fallbacks=fallbacks,
+            timeout_s=timeout_s or cfg.timeout_s,
+            on_event=on_event,
+        )
+        self._counts["ok" if result.ok else "failed"] += 1
+        log.info(
+            "turn %s: %s",
+            result.status,
+            result.error_message or result.model,
+            extra={
+                "action": "turn",
+                "session": session_id,
+                "run": run_id,
+                "status": result.status,
+                "elapsed_s": round(result.elapsed_s, 3),
+            },
+        )
+        await call_hook(
+            self.plugins,
+            "fencepost_turn_finished",
+            gateway=self,
+            session_id=session_id,
+            agent=agent,
+            run_id=run_id,
+            result=result,
+        )
+        self._publish(
+            {
+                "type": "turn_finished",
+                "session_id": session_id,
+                "run_id": run_id,
+                "status": result.status,
+            }
+        )
+        return result
+
+    async def send(self, session_id: str, text: str, agent: str | None = None) -> SendResult:
+        """A user message for a session: steers the running turn when the agent allows it,
+        else queues a follow-up turn; never dropped, never an error (Invariant GATEWAY-I2)."""
+        name = self.agent(agent)
+        lane = self._lanes.get(session_id)
+        if lane is not None and lane.busy and self.agents[name].steering:
+            await self.store.session(session_id).append(message("user", text), writer="steering")
+            return SendResult("steered", session_id, lane.current_run)
+        run_id = f"msg-{uuid.uuid4().hex[:12]}"
+        status: Literal["started", "queued"] = "queued" if lane and lane.busy else "started"
+        self.spawn(self.turn(session_id, name, prompt=text, run_id=run_id), name=run_id)
+        return SendResult(status, session_id, run_id)
+
+    # ---- cron ------------------------------------------------------------------------------
+
+    def job_validator(self) -> JobValidator:
+        return job_validator(self.agents, self.providers)
+
+    async def _execute(self, job: Job, ctx: RunContext) -> RunOutcome:
+        session_id = ctx.session_id or main_session_id(job.agent)
+        payload = job.payload
+        is_turn = payload.kind == "agent_turn"
+        result = await self.turn(
+            session_id,
+            job.agent,
+            prompt=payload.text if is_turn else None,
+            system_event=None if is_turn else payload.text,
+            run_id=ctx.run_id,
+            model=job.model,
+            fallbacks=tuple(job.fallbacks) if job.fallbacks else None,
+            timeout_s=ctx.timeout_s,
+        )
+        return RunOutcome(
+            result.status,
+            error_kind=result.error_kind,
+            error_message=result.error_message,
+            session_id=session_id,
+            model=result.model,
+            usage=dict(result.usage),
+            reply=result.reply,
+            fence=dict(result.fence) if result.fence else None,
+        )
+
+    # ---- heartbeat -------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, agent: str, cfg: AgentConfig) -> None:
+        while True:
+            await asyncio.sleep(cfg.heartbeat.every_s)
+            await self.heartbeat(agent)
+
+    async def heartbeat(self, agent: str) -> TurnResult | None:
+        """One heartbeat turn on the agent's main session; None when it is busy (skipped)."""
+        cfg = self.agents[agent]
+        session_id = main_session_id(agent)
+        session = self.store.session(session_id)
+        if self.lane_busy(session_id) or session.lease_holder() is not None:
+            self._counts["hb_skipped"] += 1
+            log.info(
+                "heartbeat skipped: session busy",
+                extra={"action": "heartbeat", "session": session_id},
+            )
+            return None
+        self._counts["hb_run"] += 1
+        result = await self.turn(
+            session_id,
+            agent,
+            system_event=cfg.heartbeat.prompt,
+            run_id=f"hb-{uuid.uuid4().hex[:12]}",
+        )
+        if result.ok and result.reply.strip() == "HEARTBEAT_OK":
+            self._counts["hb_suppressed"] += 1  # nothing to report: no delivery, no noise
+        return result
+
+
+def job_validator(agents: Mapping[str, AgentConfig], providers: ProviderRegistry) -> JobValidator:
+    """Refuse a job whose agent is not configured or whose model cannot work (DESIGN.md §6)."""
+
+    def check(job: Job) -> None:
+        if job.agent not in agents:
+            known = ", ".join(sorted(agents))
+            raise InvalidJobError(f"unknown agent {job.agent!r}; configured: {known}", key="agent")
+        for ref in (job.model, *job.fallbacks):
+            if ref is None:
+                continue
+            try:
+                providers.check(ref)
+            except ConfigError as exc:
+                raise InvalidJobError(f"model {ref!r}: {exc}", key="model") from None
+
+    return check
+
+
+def _event_json(event: ChainEvent) -> dict[str, Any] | None:
+    if isinstance(event, FirstTokenReceived):
+        return {"type": "first_token", "elapsed_s": round(event.elapsed_s, 3), "t": time.time()}
+    if isinstance(event, ToolCallReceived):
+        return {
+            "type": "tool_call",
+            "tool": event.tool_name,
+            "arguments": event.arguments,
+            "t": time.time(),
+        }
+    if isinstance(event, AttemptFailed):
+        return {
+            "type": "attempt_failed",
+            "model": str(event.model),
+            "error": str(event.error),
+            "retry_in_s": event.retry_in_s,
+            "t": time.time(),
+        }
+    return None

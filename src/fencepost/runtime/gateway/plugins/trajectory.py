@@ -1,0 +1,7 @@
+"""The trajectory plugin (being built)."""
+
+__all__ = ["TrajectoryPlugin"]
+
+
+class TrajectoryPlugin:
+    """No hooks yet."""

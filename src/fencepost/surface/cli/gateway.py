@@ -1,0 +1,100 @@
+"""``fencepost gateway``: the daemon — scheduler, heartbeats, plugins, HTTP API and dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import uvicorn
+
+from ...runtime.config import GatewayConfig, StatePaths, default_home
+from ...runtime.gateway import Gateway
+from .agent import load_gateway_config
+
+__all__ = ["gateway", "serve", "home_option"]
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
+)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the gateway handles SIGINT/SIGTERM itself, for a graceful stop
+
+
+async def serve(
+    paths: StatePaths,
+    cfg: GatewayConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ready: asyncio.Event | None = None,
+    announce: bool = True,
+) -> None:
+    """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully."""
+    from ..http import create_app
+
+    gw = Gateway(paths, cfg)
+    await gw.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = None
+    try:
+        token = os.environ.get(cfg.server.token_env) if cfg.server.token_env else None
+        app = create_app(gw, token=token)
+        config = uvicorn.Config(
+            app,
+            host=host or cfg.server.host,
+            port=cfg.server.port if port is None else port,
+            log_level="warning",
+            log_config=None,  # dictConfig would close every handler, ours included
+            lifespan="off",
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()  # raises the bind error
+            await asyncio.sleep(0.02)
+        bound = server.servers[0].sockets[0].getsockname()
+        url = f"http://{bound[0]}:{bound[1]}/"
+        (paths.root / "gateway.url").write_text(url + "\n")
+        if announce:
+            click.echo(f"fencepost gateway on {paths.root}", err=True)
+            click.echo(f"dashboard: {url}", err=True)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        click.echo("stopping: in-flight runs get 10 s to finish…", err=True)
+    finally:
+        if server is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, 5)
+        await gw.stop(grace_s=10)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@click.command("gateway")
+@home_option
+@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@click.option("--host", default=None, help="Bind address [default: from config, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: from config, 8787; 0 = any].")
+def gateway(home: Path | None, config: str | None, host: str | None, port: int | None) -> None:
+    """Run the gateway in the foreground (Ctrl-C stops it gracefully)."""
+    paths = StatePaths(home or default_home())
+    cfg = load_gateway_config(paths.root, config)
+    asyncio.run(serve(paths, cfg, host=host, port=port))

@@ -1,0 +1,189 @@
+"""The gateway process object: lanes, messages, heartbeats, cron wiring, plugins, lock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from fencepost import SessionStore, custom, read_transcript, verify_transcript
+from fencepost.runtime.config import AgentConfig, GatewayConfig, HeartbeatConfig, StatePaths
+from fencepost.runtime.cron import EverySchedule, Payload, new_job
+from fencepost.runtime.gateway import Gateway, GatewayBusyError, hookimpl, main_session_id
+from fencepost.runtime.providers import ScriptStep
+
+SCRIPTS = {
+    "main": (ScriptStep(text="working", first_token_delay_s=0.3),),
+    "a": (ScriptStep(text="slow", first_token_delay_s=0.2),),
+    "b": (ScriptStep(text="fast"),),
+    "hb": (ScriptStep(text="HEARTBEAT_OK", first_token_delay_s=0.2),),
+    "slow": (ScriptStep(text="report", first_token_delay_s=0.3),),
+}
+
+
+def config(model="scripted/main", **agents):
+    return GatewayConfig(
+        agents=agents or {"ops": AgentConfig(name="ops", model=model)},
+        plugins=("model-snapshot", "heartbeat"),
+        durability="buffered",
+        scripts=SCRIPTS,
+    )
+
+
+@pytest.fixture
+async def gw(tmp_path):
+    g = Gateway(StatePaths(tmp_path), config(), load_entry_points=False)
+    await g.start()
+    yield g
+    await g.stop(grace_s=1)
+
+
+def roles(path):
+    out = []
+    for r in read_transcript(path).entries:
+        d = r.data
+        out.append(d["message"]["role"] if d["type"] == "message" else d.get("customType"))
+    return out
+
+
+async def test_a_second_gateway_on_the_same_state_dir_is_refused_naming_the_holder(gw, tmp_path):
+    """Invariant GATEWAY-I1."""
+    other = Gateway(StatePaths(tmp_path), config(), load_entry_points=False)
+    with pytest.raises(GatewayBusyError, match=r"pid \d+"):
+        await other.start()
+
+
+async def test_turns_on_one_session_run_in_arrival_order(gw):
+    first = asyncio.create_task(gw.turn("s", "ops", prompt="one", model="scripted/a"))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(gw.turn("s", "ops", prompt="two", model="scripted/b"))
+    r1, r2 = await asyncio.gather(first, second)
+    assert r1.ok and r2.ok
+    texts = [m for m in roles(gw.store.session("s").path) if m in ("user", "assistant")]
+    assert texts == ["user", "assistant", "user", "assistant"]
+    entries = [r.data for r in read_transcript(gw.store.session("s").path).entries]
+    users = [e["message"]["content"] for e in entries if e.get("message", {}).get("role") == "user"]
+    assert users == ["one", "two"]
+
+
+async def test_a_message_during_a_turn_steers_it_and_is_never_dropped(gw):
+    """Invariant GATEWAY-I2."""
+    running = asyncio.create_task(gw.turn("s", "ops", prompt="start"))
+    await asyncio.sleep(0.1)
+    sent = await gw.send("s", "also look at disk space")
+    assert sent.status == "steered"
+    assert (await running).ok
+    path = gw.store.session("s").path
+    steer = [r for r in read_transcript(path).entries if r.stamp["writer"] == "steering"]
+    assert [r.data["message"]["content"] for r in steer] == ["also look at disk space"]
+
+
+async def test_a_message_without_steering_queues_a_follow_up_turn(tmp_path):
+    """Invariant GATEWAY-I2."""
+    cfg = config(ops=AgentConfig(name="ops", model="scripted/main", steering=False))
+    async with Gateway(StatePaths(tmp_path), cfg, load_entry_points=False) as g:
+        running = asyncio.create_task(g.turn("s", "ops", prompt="first"))
+        await asyncio.sleep(0.05)
+        sent = await g.send("s", "second")
+        assert sent.status == "queued" and sent.run_id
+        await running
+        while g.statistics().running_turns or g.statistics().queued_turns:
+            await asyncio.sleep(0.02)
+        users = [
+            r.data["message"]["content"]
+            for r in read_transcript(g.store.session("s").path).entries
+            if r.data.get("message", {}).get("role") == "user"
+        ]
+        assert users == ["first", "second"]
+
+
+async def test_a_heartbeat_is_skipped_while_the_main_session_is_busy_and_ok_is_suppressed(tmp_path):
+    cfg = config(
+        ops=AgentConfig(name="ops", model="scripted/hb", heartbeat=HeartbeatConfig(every_s=0))
+    )
+    async with Gateway(StatePaths(tmp_path), cfg, load_entry_points=False) as g:
+        main = main_session_id("ops")
+        busy = asyncio.create_task(g.turn(main, "ops", prompt="work"))
+        await asyncio.sleep(0.05)
+        assert await g.heartbeat("ops") is None  # skipped, not queued
+        await busy
+        result = await g.heartbeat("ops")
+        assert result.ok and result.reply == "HEARTBEAT_OK"
+        stats = g.statistics()
+        assert (stats.heartbeats_skipped, stats.heartbeats_run, stats.heartbeats_suppressed) == (
+            1,
+            1,
+            1,
+        )
+
+
+async def test_the_model_snapshot_plugin_writes_cooperatively_inside_the_window(gw):
+    result = await gw.turn("s", "ops", prompt="go", run_id="r-1")
+    assert result.ok
+    entries = read_transcript(gw.store.session("s").path).entries
+    snaps = [r for r in entries if r.data.get("customType") == "model-snapshot"]
+    assert [s.stamp["writer"] for s in snaps] == ["attempt", "model-snapshot"]
+    assert snaps[1].data["data"]["runId"] == "r-1"
+    assert verify_transcript(gw.store.session("s").path).ok
+
+
+class Broken:
+    @hookimpl
+    def fencepost_turn_started(self, gateway, session_id, agent, run_id, model):
+        raise RuntimeError("plugin bug")
+
+
+async def test_a_failing_plugin_never_fails_a_turn(tmp_path):
+    """Invariant GATEWAY-I3."""
+    async with Gateway(
+        StatePaths(tmp_path), config(), plugins=[Broken()], load_entry_points=False
+    ) as g:
+        assert (await g.turn("s", "ops", prompt="go")).ok
+    log = (tmp_path / "logs" / "gateway.jsonl").read_text()
+    assert "plugin bug" in log and '"action": "fencepost_turn_started"' in log
+
+
+async def test_two_jobs_on_one_shared_main_session_with_slow_models_and_writers_both_succeed(
+    tmp_path,
+):
+    """Issue 5: two cron jobs on the agent's main session, slow scripted models, cooperative
+    writers (delivery mirrors, metadata) in every window: both ok, no takeover, it verifies."""
+    async with Gateway(StatePaths(tmp_path), config(), load_entry_points=False) as g:
+        now = datetime.now(UTC)
+        jobs = []
+        for name in ("review", "digest"):
+            job = new_job(
+                name=name,
+                agent="ops",
+                schedule=EverySchedule(3600, anchor=now),
+                payload=Payload("agent_turn", f"{name} please"),
+                now=now,
+                target="main",
+                model="scripted/slow",
+            )
+            g.cron.add_job(job, next_run_at=None)
+            jobs.append(job)
+        main = main_session_id("ops")
+        others = SessionStore(g.paths.sessions, durability="buffered")
+        stop = asyncio.Event()
+
+        async def writers():
+            i = 0
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+                if others.session(main).exists():
+                    await others.session(main).append(custom("meta", {"i": i}), writer="metadata")
+                    i += 1
+
+        bg = asyncio.create_task(writers())
+        handles = [await g.scheduler.run_now(j.job_id) for j in jobs]
+        rows = [await h.wait() for h in handles]
+        stop.set()
+        await bg
+        others.close()
+        assert [r.status for r in rows] == ["ok", "ok"], rows
+        path = g.store.session(main).path
+        assert verify_transcript(path).ok
+        writers_seen = {r.stamp["writer"] for r in read_transcript(path).entries}
+        assert {"attempt", "metadata", "model-snapshot"} <= writers_seen
