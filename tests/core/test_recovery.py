@@ -143,3 +143,33 @@ async def test_a_torn_state_slot_falls_back_to_the_other_one(tmp_path, slot):
     await session.append(custom("k", {}), writer="metadata")
     assert walk_chain(Path(session.path).read_bytes()).ok
     store.close()
+
+
+async def test_recover_quarantines_a_torn_tail_without_appending(tmp_path):
+    """Invariants RECOVERY-I1, STORE-I9: the safe repair of `fencepost doctor --fix`."""
+    from fencepost import OutsideProtocolChangeError, SessionStore, message
+
+    store = SessionStore(tmp_path, durability="buffered")
+    session = store.session("s")
+    await session.append(message("user", "kept"), writer="delivery")
+    size = os.path.getsize(session.path)
+    assert await session.recover() == 0
+    with open(session.path, "ab") as f:
+        f.write(b'{"type":"message","id":"torn')  # no newline: a torn tail, but not ours
+    with pytest.raises(OutsideProtocolChangeError):
+        await session.recover()  # no intent names it: an outside change is never repaired
+    assert os.path.getsize(session.path) > size
+    store.close()
+
+
+async def test_recover_after_a_crash_mid_write_quarantines_and_appends_nothing(tmp_path):
+    """Invariant RECOVERY-I1 through Session.recover (doctor --fix)."""
+    store = await _seed(tmp_path)
+    session = store.session("s")
+    committed = Path(session.path).read_bytes()
+    _crash(tmp_path, "mid_write")
+    assert await session.recover() == 1
+    assert Path(session.path).read_bytes() == committed  # torn bytes moved, nothing added
+    assert Path(session.quarantine_path).exists()
+    assert await session.recover() == 0
+    store.close()

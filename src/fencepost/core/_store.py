@@ -709,6 +709,26 @@ class Session:
         )
         return committed, observed, (len(data), hashlib.sha256(data).hexdigest())
 
+    async def recover(self, *, timeout_s: float | None = None) -> int:
+        """Safe repair: settle what a crashed protocol writer left (a torn tail goes to the
+        quarantine, complete records are kept, the intent is cleared) without appending.
+
+        Returns the number of fence events this recorded (0: nothing to do). A change made
+        outside the protocol is never repaired: it raises OutsideProtocolChangeError, as an
+        append would (Invariant STORE-I9). Never deletes a byte: torn bytes are quarantined.
+        """
+        timeout = self.store.lock_timeout_s if timeout_s is None else timeout_s
+        async with self._lock.hold(timeout, writer="operator"):
+            state_file = self._open_state()
+            state = state_file.read()
+            if state.committed is None or self._observe() is None:
+                return 0
+            before = len(self.fence_events())
+            committed, _ = self._settle(state, writer="operator", run_id=None)
+            if committed is not None and (committed != state.committed or state.pending):
+                state_file.write(state.next(committed=committed, pending=None))
+            return len(self.fence_events()) - before
+
     async def adopt(self, *, note: str, timeout_s: float | None = None) -> AppendResult | None:
         """Operator action: accept a change made outside the protocol, after inspecting it.
 

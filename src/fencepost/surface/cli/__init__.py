@@ -20,8 +20,8 @@ from ...errors import (
 )
 from .agent import agent
 from .cron import cron
-from .demo import demo
-from .gateway import gateway
+from .doctor import doctor, init
+from .gateway import demo, gateway
 from .sessions import sessions
 
 __all__ = ["main", "cli", "EXIT_CODES"]
@@ -51,6 +51,8 @@ cli.add_command(agent)
 cli.add_command(cron)
 cli.add_command(demo)
 cli.add_command(gateway)
+cli.add_command(doctor)
+cli.add_command(init)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,16 +7,19 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 import uvicorn
 
 from ...runtime.config import GatewayConfig, StatePaths, default_home
+from ...runtime.cron import CronStore
+from ...runtime.demo import demo_config, in_demo_mode, install_demo_jobs
 from ...runtime.gateway import Gateway
 from .agent import load_gateway_config
 
-__all__ = ["gateway", "serve", "home_option"]
+__all__ = ["demo", "gateway", "serve", "home_option"]
 
 home_option = click.option(
     "--home",
@@ -88,13 +91,59 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
+def _demo_or(
+    paths: StatePaths, cfg: GatewayConfig, has_config: bool, *, force: bool, slow_s: float
+) -> GatewayConfig:
+    """The demo config (and its jobs) while there is no config file and no real job."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    store = CronStore(paths.cron_db, create=True)
+    try:
+        if not force and not in_demo_mode(store, has_config):
+            return cfg
+        added = install_demo_jobs(store, datetime.now(UTC))
+    finally:
+        store.close()
+    click.echo(
+        f"demo mode: 2 scripted agents (analyst: ~{slow_s:g} s to first token, assistant: fast), "
+        f"3 jobs every minute ({added} added); add a real job or a fencepost.toml to leave it",
+        err=True,
+    )
+    return demo_config(slow_first_token_s=slow_s)
+
+
+port_option = click.option(
+    "--port", type=int, default=None, help="Port [default: from config, 8787; 0 = any]."
+)
+
+
 @click.command("gateway")
 @home_option
 @click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
 @click.option("--host", default=None, help="Bind address [default: from config, 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port [default: from config, 8787; 0 = any].")
+@port_option
 def gateway(home: Path | None, config: str | None, host: str | None, port: int | None) -> None:
-    """Run the gateway in the foreground (Ctrl-C stops it gracefully)."""
+    """Run the gateway in the foreground (Ctrl-C stops it gracefully).
+
+    With no config file and no jobs yet it runs in demo mode: scripted agents and demo jobs.
+    """
     paths = StatePaths(home or default_home())
+    has_config = config is not None or paths.config.exists()
     cfg = load_gateway_config(paths.root, config)
+    cfg = _demo_or(paths, cfg, has_config, force=False, slow_s=20.0)
     asyncio.run(serve(paths, cfg, host=host, port=port))
+
+
+@click.command("demo")
+@home_option
+@port_option
+@click.option(
+    "--slow", "slow_s", type=float, default=20.0, help="The slow model's first-token delay, s."
+)
+def demo(home: Path | None, port: int | None, slow_s: float) -> None:
+    """The gateway in demo mode, on a fresh temporary state directory unless --home is given."""
+    import tempfile
+
+    root = home or Path(tempfile.mkdtemp(prefix="fencepost-demo-"))
+    paths = StatePaths(root)
+    cfg = _demo_or(paths, GatewayConfig(), False, force=True, slow_s=slow_s)
+    asyncio.run(serve(paths, cfg, port=port))

@@ -1,0 +1,293 @@
+"""``fencepost doctor``: check a state directory; repair only what is safe.
+
+Each check returns findings; ``fix=True`` applies only the repair that cannot lose anything:
+settling a crashed protocol write (``Session.recover``: torn bytes go to the quarantine, never
+away). A change made outside the protocol is reported, never repaired; a dead holder's lease is
+reported (the next attempt takes it over). It never deletes or rewrites a transcript
+(Invariant DOCTOR-I1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..core import LeaseHolder, Session, SessionStore, verify_transcript
+from ..errors import ConfigError, FencepostError, OutsideProtocolChangeError
+from .config import StatePaths, load_config
+
+__all__ = ["Finding", "Status", "run_doctor"]
+
+Status = Literal["ok", "warn", "fail", "fixed"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    detail: str
+    subject: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def run_doctor(
+    paths: StatePaths, *, config: str | None = None, fix: bool = False, providers: bool = False
+) -> list[Finding]:
+    out: list[Finding] = []
+    out += _check_config(paths, config)
+    if not paths.root.is_dir():
+        out.append(Finding("state", "fail", f"{paths.root} does not exist (nothing to check)"))
+        return out
+    out.append(
+        Finding(
+            "state",
+            "ok" if os.access(paths.root, os.W_OK) else "fail",
+            f"{paths.root} {'is' if os.access(paths.root, os.W_OK) else 'is not'} writable",
+        )
+    )
+    out += _check_gateway_lock(paths)
+    out += _check_cron_db(paths)
+    out += await _check_sessions(paths, fix=fix)
+    out += _check_plugins(paths)
+    if providers:
+        out += await _check_providers(paths, config)
+    return out
+
+
+def _check_config(paths: StatePaths, config: str | None) -> list[Finding]:
+    path = Path(config) if config else paths.config
+    if not path.exists():
+        if config:
+            return [Finding("config", "fail", f"no config file at {path}")]
+        return [Finding("config", "ok", "no config file: embedded defaults (demo mode)")]
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return [Finding("config", "fail", str(exc))]
+    return [
+        Finding(
+            "config", "ok", f"{path}: {len(cfg.agents)} agent(s), {len(cfg.providers)} provider(s)"
+        )
+    ]
+
+
+def _check_gateway_lock(paths: StatePaths) -> list[Finding]:
+    import fcntl
+
+    lock = paths.gateway_lock
+    if not lock.exists():
+        return [Finding("gateway", "ok", "no gateway has run here yet")]
+    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return [Finding("gateway", "ok", "not running")]
+        except BlockingIOError:
+            try:
+                owner = json.loads(lock.read_text() or "{}")
+            except ValueError:
+                owner = {}
+            return [
+                Finding(
+                    "gateway",
+                    "ok",
+                    f"running (pid {owner.get('pid', '?')} since {owner.get('since', '?')})",
+                )
+            ]
+    finally:
+        os.close(fd)
+
+
+def _check_cron_db(paths: StatePaths) -> list[Finding]:
+    db = paths.cron_db
+    if not db.exists():
+        return [Finding("cron", "ok", "no cron database yet")]
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[
+                0
+            ]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return [Finding("cron", "fail", f"{db}: {exc}")]
+    out = [
+        Finding(
+            "cron",
+            "ok" if integrity == "ok" else "fail",
+            f"{db}: schema v{version}, integrity {integrity}",
+        )
+    ]
+    if running:
+        out.append(
+            Finding(
+                "cron",
+                "warn",
+                f"{running} run(s) marked running: recorded "
+                "interrupted at the next gateway start if no gateway runs them",
+            )
+        )
+    return out
+
+
+async def _check_sessions(paths: StatePaths, *, fix: bool) -> list[Finding]:
+    if not paths.sessions.is_dir():
+        return [Finding("sessions", "ok", "no sessions yet")]
+    store = SessionStore(paths.sessions, create=False)
+    out: list[Finding] = []
+    try:
+        ids = store.session_ids()
+        bad = 0
+        for sid in ids:
+            session = store.session(sid)
+            out += await _check_session(session, fix=fix)
+            report = verify_transcript(session.path)
+            if not report.ok:
+                bad += 1
+                first = report.problems[0]
+                out.append(
+                    Finding(
+                        "verify",
+                        "fail",
+                        f"line {first.line}: {first.message} ({len(report.problems)} problem(s))",
+                        sid,
+                    )
+                )
+        out.append(
+            Finding(
+                "sessions",
+                "ok" if not bad else "fail",
+                f"{len(ids)} session(s) verified, {bad} with problems",
+            )
+        )
+    finally:
+        store.close()
+    return out
+
+
+async def _check_session(session: Session, *, fix: bool) -> list[Finding]:
+    out: list[Finding] = []
+    sid = session.session_id
+    quarantined, torn = _tail_facts(session)
+    if quarantined:
+        out.append(
+            Finding(
+                "quarantine",
+                "warn",
+                f"{quarantined} torn write(s) kept in {session.quarantine_path}",
+                sid,
+            )
+        )
+    if torn:
+        if fix:  # Invariant DOCTOR-I1: the only repair, and it moves bytes, never drops them
+            try:
+                if await session.recover():
+                    out.append(Finding("torn-tail", "fixed", "quarantined a torn tail", sid))
+            except OutsideProtocolChangeError as exc:
+                out.append(Finding("torn-tail", "fail", f"not repaired: {exc}", sid))
+        else:
+            out.append(
+                Finding(
+                    "torn-tail",
+                    "warn",
+                    "the last line is incomplete (run with --fix to move it to the quarantine)",
+                    sid,
+                )
+            )
+    holder = session.lease_holder()
+    if holder is not None:
+        alive = _alive(holder)
+        if alive is False:
+            out.append(
+                Finding(
+                    "lease",
+                    "warn",
+                    f"held by a dead process (run {holder.run_id}, "
+                    f"pid {holder.pid}); the next attempt takes it over",
+                    sid,
+                )
+            )
+        else:
+            out.append(
+                Finding("lease", "ok", f"held by run {holder.run_id} (pid {holder.pid})", sid)
+            )
+    return out
+
+
+def _tail_facts(session: Session) -> tuple[int, bool]:
+    """(torn writes in the quarantine, whether the transcript ends mid-line). Read-only."""
+    q = Path(session.quarantine_path)
+    quarantined = len(q.read_bytes().splitlines()) if q.exists() else 0
+    with open(session.path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        torn = bool(size) and os.pread(f.fileno(), 1, size - 1) != b"\n"
+    return quarantined, torn
+
+
+def _alive(holder: LeaseHolder) -> bool | None:
+    import socket
+
+    if holder.host != socket.gethostname():
+        return None
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_plugins(paths: StatePaths) -> list[Finding]:
+    out = []
+    try:
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        conn.close()
+        out.append(Finding("plugins", "ok", "SQLite FTS5 available (memory plugin)"))
+    except sqlite3.Error as exc:
+        out.append(Finding("plugins", "fail", f"SQLite FTS5 unavailable: {exc}"))
+    return out
+
+
+async def _check_providers(paths: StatePaths, config: str | None) -> list[Finding]:
+    from .providers import ModelRequest, ProviderRegistry
+
+    path = Path(config) if config else paths.config
+    if not path.exists():
+        return [Finding("providers", "ok", "only the built-in scripted model is configured")]
+    cfg = load_config(path)
+    out = []
+    async with ProviderRegistry(cfg.providers, scripts=cfg.scripts) as registry:
+        for agent in cfg.agents.values():
+            for ref in (agent.model, *agent.fallbacks):
+                try:
+                    parsed = registry.check(ref)
+                    provider = registry.get(parsed.provider)
+                    request = ModelRequest(
+                        [{"role": "user", "content": "ping"}], max_tokens=1, timeout_s=15
+                    )
+                    await provider.complete(parsed.model, request)
+                    out.append(Finding("providers", "ok", f"{ref} answered", agent.name))
+                except FencepostError as exc:
+                    out.append(Finding("providers", "fail", f"{ref}: {exc}", agent.name))
+    return out
+
+
+def summarize(findings: Sequence[Finding]) -> Status:
+    if any(f.status == "fail" for f in findings):
+        return "fail"
+    if any(f.status == "warn" for f in findings):
+        return "warn"
+    return "ok"

@@ -1,0 +1,61 @@
+"""``fencepost doctor`` and ``fencepost init``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ...errors import ConfigError
+from ...runtime.config import STARTER_CONFIG, StatePaths, default_home
+from ...runtime.doctor import run_doctor, summarize
+from .gateway import home_option
+
+__all__ = ["doctor", "init"]
+
+STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "fixed": "cyan"}
+
+
+@click.command()
+@home_option
+@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@click.option("--fix", is_flag=True, help="Apply safe repairs (never deletes a transcript).")
+@click.option("--providers", is_flag=True, help="Also send a 1-token request to each model.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(
+    home: Path | None, config: str | None, fix: bool, providers: bool, as_json: bool
+) -> None:
+    """Check config, state database, locks, sessions and plugins. Exit 1 on a failure."""
+    paths = StatePaths(home or default_home())
+    findings = asyncio.run(run_doctor(paths, config=config, fix=fix, providers=providers))
+    overall = summarize(findings)
+    if as_json:
+        click.echo(
+            json.dumps({"status": overall, "findings": [f.to_json() for f in findings]}, indent=2)
+        )
+    else:
+        table = Table(title=f"fencepost doctor: {paths.root}")
+        for col in ("check", "status", "subject", "detail"):
+            table.add_column(col)
+        for f in findings:
+            table.add_row(f.check, f"[{STYLE[f.status]}]{f.status}[/]", f.subject or "", f.detail)
+        Console().print(table)
+    if overall == "fail":
+        raise SystemExit(1)
+
+
+@click.command()
+@home_option
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(home: Path | None, force: bool) -> None:
+    """Write a commented starter config to <home>/fencepost.toml."""
+    paths = StatePaths(home or default_home())
+    if paths.config.exists() and not force:
+        raise ConfigError(f"{paths.config} already exists (use --force to overwrite it)")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(STARTER_CONFIG, encoding="utf-8")
+    click.echo(f"wrote {paths.config}; edit it, then run: fencepost gateway")

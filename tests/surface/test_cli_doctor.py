@@ -1,0 +1,69 @@
+"""`fencepost doctor` and `fencepost init` on real state directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from fencepost import SessionStore, message
+from tests.core.test_recovery import _crash
+from tests.helpers import procs
+
+
+def seed(home: Path) -> SessionStore:
+    store = SessionStore(home / "sessions", durability="buffered")
+    asyncio.run(store.session("s").append(message("user", "before"), writer="attempt"))
+    return store
+
+
+def test_init_writes_a_starter_config_that_doctor_accepts_and_never_overwrites(tmp_path):
+    got = procs.cli("init", "--home", str(tmp_path))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "fencepost.toml").read_text().startswith("# fencepost configuration")
+    again = procs.cli("init", "--home", str(tmp_path))
+    assert again.returncode == 2 and b"already exists" in again.stderr
+    doc = procs.cli("doctor", "--home", str(tmp_path), "--json")
+    assert doc.returncode == 0, doc.stdout
+    assert json.loads(doc.stdout)["status"] == "ok"
+
+
+def test_a_bad_config_fails_the_doctor_naming_key_and_line(tmp_path):
+    (tmp_path / "fencepost.toml").write_text('[agents.a]\nmodel = "nowhere/x"\n')
+    doc = procs.cli("doctor", "--home", str(tmp_path), "--json")
+    assert doc.returncode == 1
+    [config] = [f for f in json.loads(doc.stdout)["findings"] if f["check"] == "config"]
+    assert config["status"] == "fail" and "line 2" in config["detail"]
+
+
+def test_a_torn_tail_is_reported_then_fixed_into_the_quarantine_losing_nothing(tmp_path):
+    """Invariant DOCTOR-I1."""
+    seed(tmp_path).close()
+    sessions = tmp_path / "sessions"
+    committed = (sessions / "s.jsonl").read_bytes()
+    _crash(sessions, "mid_write")
+    torn_size = (sessions / "s.jsonl").stat().st_size
+    report = json.loads(procs.cli("doctor", "--home", str(tmp_path), "--json").stdout)
+    assert any(f["check"] == "torn-tail" and f["status"] == "warn" for f in report["findings"])
+    assert (sessions / "s.jsonl").stat().st_size == torn_size  # without --fix: untouched
+    fixed = procs.cli("doctor", "--home", str(tmp_path), "--fix", "--json")
+    findings = json.loads(fixed.stdout)["findings"]
+    assert any(f["check"] == "torn-tail" and f["status"] == "fixed" for f in findings)
+    assert (sessions / "s.jsonl").read_bytes() == committed
+    moved = (sessions / "s.jsonl.quarantine").read_bytes()
+    assert moved  # the torn bytes are kept, base64, with their offset
+    after = json.loads(procs.cli("doctor", "--home", str(tmp_path), "--json").stdout)
+    assert any(f["check"] == "quarantine" and f["status"] == "warn" for f in after["findings"])
+
+
+def test_an_outside_change_is_reported_never_repaired(tmp_path):
+    """Invariant DOCTOR-I1."""
+    seed(tmp_path).close()
+    path = tmp_path / "sessions" / "s.jsonl"
+    with open(path, "ab") as f:
+        f.write(b'{"type":"custom"')
+    before = path.read_bytes()
+    got = procs.cli("doctor", "--home", str(tmp_path), "--fix", "--json")
+    findings = json.loads(got.stdout)["findings"]
+    assert any(f["check"] == "torn-tail" and f["status"] == "fail" for f in findings)
+    assert got.returncode == 1 and path.read_bytes() == before
