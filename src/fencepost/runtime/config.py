@@ -21,6 +21,8 @@ from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_
 
 __all__ = [
     "DEFAULT_AGENT",
+    "agents_of",
+    "check_model",
     "AgentConfig",
     "StatePaths",
     "agent_spec",
@@ -148,6 +150,26 @@ def agent_spec(
         max_steps=cfg.max_steps,
         http_allow=frozenset(cfg.http_allow),
     )
+
+
+def check_model(cfg: GatewayConfig, ref: str) -> str:
+    """``ref`` if this config can serve it (a configured provider, or a known script), else a
+    ConfigError saying what is wrong. Pure: builds no client, reads no key."""
+    parsed = ModelRef.parse(ref)
+    if parsed.provider == "scripted":
+        scripts = {*cfg.scripts, *BUILTIN_SCRIPTS}
+        if parsed.model not in scripts:
+            known = ", ".join(sorted(scripts))
+            raise ConfigError(f"no script named {parsed.model!r}; known: {known}")
+    elif parsed.provider not in cfg.providers:
+        known = ", ".join(sorted({*cfg.providers, "scripted"}))
+        raise ConfigError(f"unknown provider {parsed.provider!r} in {ref!r}; known: {known}")
+    return str(parsed)
+
+
+def agents_of(cfg: GatewayConfig) -> Mapping[str, AgentConfig]:
+    """The configured agents, or the default agent when the config has none."""
+    return cfg.agents or {DEFAULT_AGENT.name: DEFAULT_AGENT}
 
 
 class _Where:

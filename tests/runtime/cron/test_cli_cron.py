@@ -13,9 +13,17 @@ from fencepost.runtime.cron import CronStore, RunRecord, default_db_path
 from fencepost.surface.cli import cli
 
 
+OPS_CONFIG = (
+    '[providers.openai]\napi = "openai"\n[providers.anthropic]\napi = "anthropic"\n'
+    '[agents.ops]\nmodel = "scripted/fast"\n'
+)
+
+
 @pytest.fixture
 def state(tmp_path, monkeypatch):
     monkeypatch.setenv("FENCEPOST_HOME", str(tmp_path / "home"))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "fencepost.toml").write_text(OPS_CONFIG)  # agents are checked
     return str(tmp_path / "state")
 
 
@@ -256,8 +264,54 @@ def test_runs_pages_the_ledger_with_filters(state):
 
 def test_the_default_state_dir_follows_fencepost_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FENCEPOST_HOME", str(tmp_path / "h"))
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "fencepost.toml").write_text(OPS_CONFIG)
     res = CliRunner().invoke(
         cli, ["cron", "add", "--name", "x", "--agent", "ops", "--every", "1h", "--message", "m"]
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "h" / "cron.db").exists()
+
+
+def test_an_unknown_agent_or_model_is_refused_when_the_job_is_added(state):
+    bad_agent = fp(
+        state,
+        "add",
+        "--name",
+        "x",
+        "--agent",
+        "nobody",
+        "--every",
+        "1h",
+        "--message",
+        "m",
+        ok=False,
+    )
+    assert isinstance(bad_agent.exception, InvalidJobError)
+    assert "unknown agent 'nobody'; configured: ops" in str(bad_agent.exception)
+    bad_model = fp(
+        state,
+        "add",
+        "--name",
+        "x",
+        "--agent",
+        "ops",
+        "--every",
+        "1h",
+        "--message",
+        "m",
+        "--model",
+        "nowhere/x",
+        ok=False,
+    )
+    assert "unknown provider 'nowhere'" in str(bad_model.exception)
+
+
+def test_cron_run_runs_the_job_now_in_process_and_records_it(state):
+    job = add(state, "--name", "now", "--every", "1h", "--message", "hello")
+    res = fp(state, "run", "--json", job["job_id"][:8], ok=False)
+    assert res.exit_code == 0, (res.output, res.exception)
+    row = json.loads(res.output[res.output.index("{") :])
+    assert row["status"] == "ok" and row["trigger"] == "manual" and row["reply"] == "ok"
+    ledger = json.loads(fp(state, "runs", "--json").output)
+    assert [r["run_id"] for r in ledger] == [row["run_id"]]

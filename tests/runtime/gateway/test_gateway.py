@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fencepost import SessionStore, custom, read_transcript, verify_transcript
+from fencepost import SessionStore, custom, message, read_transcript, verify_transcript
 from fencepost.runtime.config import AgentConfig, GatewayConfig, HeartbeatConfig, StatePaths
 from fencepost.runtime.cron import EverySchedule, Payload, new_job
 from fencepost.runtime.gateway import Gateway, GatewayBusyError, hookimpl, main_session_id
@@ -187,3 +187,46 @@ async def test_two_jobs_on_one_shared_main_session_with_slow_models_and_writers_
         assert verify_transcript(path).ok
         writers_seen = {r.stamp["writer"] for r in read_transcript(path).entries}
         assert {"attempt", "metadata", "model-snapshot"} <= writers_seen
+
+
+async def test_the_original_reports_isolated_job_succeeds_seven_times_in_a_row(tmp_path):
+    """Issue 5, the original report's shape at CI scale (bench/cron_origin.py runs the 20 s
+    model): an isolated job, a slow model, and the model-snapshot, metadata and delivery-mirror
+    writers writing during every model call. Invariant LEASE-I6."""
+    async with Gateway(StatePaths(tmp_path), config(), load_entry_points=False) as g:
+        now = datetime.now(UTC)
+        job = new_job(
+            name="ops review",
+            agent="ops",
+            schedule=EverySchedule(3600, anchor=now),
+            payload=Payload("agent_turn", "daily ops review " + "context " * 2000),
+            now=now,
+            target="isolated",
+            model="scripted/slow",
+        )
+        g.cron.add_job(job, next_run_at=None)
+        others = SessionStore(g.paths.sessions, durability="buffered")
+        tasks = []
+
+        async def gateway_writers(session_id):
+            await asyncio.sleep(0.1)  # inside the model call
+            s = others.session(session_id)
+            await s.append(custom("session-meta", {"label": "cron"}), writer="metadata")
+            await s.append(message("assistant", "mirror of the last delivery"), writer="delivery")
+
+        def on_event(event):
+            if event["type"] == "turn_started":
+                tasks.append(asyncio.ensure_future(gateway_writers(event["session_id"])))
+
+        g.subscribe(on_event)
+        rows = []
+        for _ in range(7):
+            rows.append(await (await g.scheduler.run_now(job.job_id)).wait())
+        await asyncio.gather(*tasks)
+        others.close()
+        assert [r.status for r in rows] == ["ok"] * 7, [(r.status, r.error_message) for r in rows]
+        for r in rows:
+            path = g.store.session(r.session_id).path
+            assert verify_transcript(path).ok
+            kinds = {e.stamp["writer"] for e in read_transcript(path).entries}
+            assert {"attempt", "model-snapshot", "metadata", "delivery"} <= kinds

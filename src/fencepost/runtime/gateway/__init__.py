@@ -7,6 +7,7 @@ from ._gateway import (
     SendResult,
     job_validator,
     main_session_id,
+    running_gateway,
 )
 from ._hooks import ENTRY_POINT_GROUP, FencepostHooks, hookimpl, hookspec
 from ._logging import JsonLinesHandler
@@ -23,4 +24,5 @@ __all__ = [
     "hookspec",
     "job_validator",
     "main_session_id",
+    "running_gateway",
 ]

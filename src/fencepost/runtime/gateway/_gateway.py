@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,7 +22,14 @@ import pluggy
 from ...core import SessionStore, TranscriptUpdated, message
 from ...errors import ConfigError, FencepostError, InvalidJobError
 from ..agent import AgentSpec, ToolRegistry, TurnResult, run_turn
-from ..config import DEFAULT_AGENT, AgentConfig, GatewayConfig, StatePaths, agent_spec
+from ..config import (
+    AgentConfig,
+    GatewayConfig,
+    StatePaths,
+    agent_spec,
+    agents_of,
+    check_model,
+)
 from ..cron import (
     Clock,
     CronStore,
@@ -41,6 +48,7 @@ from ..providers import (
     FirstTokenReceived,
     ModelRef,
     ProviderRegistry,
+    TextStreamed,
     ToolCallReceived,
 )
 from ._hooks import call_hook, make_plugin_manager
@@ -52,6 +60,7 @@ __all__ = [
     "SendResult",
     "job_validator",
     "main_session_id",
+    "running_gateway",
 ]
 
 log = logging.getLogger("fencepost.gateway")
@@ -68,6 +77,28 @@ class GatewayBusyError(FencepostError):
         )
         self.root = root
         self.owner = owner
+
+
+def running_gateway(paths: StatePaths) -> dict[str, Any] | None:
+    """The owner record of the gateway running on ``paths`` (pid, since, url), or None."""
+    if not paths.gateway_lock.exists():
+        return None
+    fd = os.open(paths.gateway_lock, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        owner: dict[str, Any] = json.loads(paths.gateway_lock.read_text() or "{}")
+    except ValueError:
+        owner = {}
+    url_file = paths.root / "gateway.url"
+    if url_file.exists():
+        owner["url"] = url_file.read_text().strip()
+    return owner
 
 
 def main_session_id(agent: str) -> str:
@@ -134,9 +165,7 @@ class Gateway:
         for plugin in plugins:
             self.plugins.register(plugin)
         self._provider_sleep = provider_sleep
-        self.agents: dict[str, AgentConfig] = dict(config.agents) or {
-            DEFAULT_AGENT.name: DEFAULT_AGENT
-        }
+        self.agents: dict[str, AgentConfig] = dict(agents_of(config))
         self.started_at: datetime | None = None
         self._lanes: dict[str, _Lane] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -177,16 +206,18 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
+        """Take the state directory and open everything. ``background=False`` starts neither
+        the scheduler loop nor heartbeats (``fencepost cron run`` without a running gateway)."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self._take_gateway_lock()
         try:
-            await self._open()
+            await self._open(background)
         except BaseException:
             await self._close()
             raise
 
-    async def _open(self) -> None:
+    async def _open(self, background: bool) -> None:
         from ._logging import JsonLinesHandler
 
         self.paths.logs.mkdir(parents=True, exist_ok=True)
@@ -221,6 +252,9 @@ class Gateway:
             poll_interval_s=5.0,
         )
         await call_hook(self.plugins, "fencepost_startup", gateway=self)
+        self.started_at = datetime.now(UTC)
+        if not background:
+            return
         report = await self.scheduler.start()
         log.info(
             "gateway started: %d interrupted, %d catch-up runs, %d missed slots",
@@ -233,7 +267,6 @@ class Gateway:
         for name, cfg in self.agents.items():
             if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins:
                 self.spawn(self._heartbeat_loop(name, cfg), name=f"heartbeat {name}")
-        self.started_at = datetime.now(UTC)
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Graceful: no new runs; in-flight runs get ``grace_s`` to finish, then are cancelled
@@ -424,7 +457,12 @@ class Gateway:
                     model=chain[answering["index"]],
                 )
             payload = _event_json(event)
-            if payload is not None:
+            if payload is None:
+                return
+            self._publish(
+                {"type": "turn_event", "session_id": session_id, "run_id": run_id, "event": payload}
+            )
+            if payload["type"] != "text_delta":  # deltas are for live views, not recorders
                 await call_hook(
                     self.plugins,
                     "fencepost_turn_event",
@@ -495,7 +533,7 @@ class Gateway:
     # ---- cron ------------------------------------------------------------------------------
 
     def job_validator(self) -> JobValidator:
-        return job_validator(self.agents, self.providers)
+        return job_validator(self.config)
 
     async def _execute(self, job: Job, ctx: RunContext) -> RunOutcome:
         session_id = ctx.session_id or main_session_id(job.agent)
@@ -553,8 +591,9 @@ class Gateway:
         return result
 
 
-def job_validator(agents: Mapping[str, AgentConfig], providers: ProviderRegistry) -> JobValidator:
-    """Refuse a job whose agent is not configured or whose model cannot work (DESIGN.md §6)."""
+def job_validator(config: GatewayConfig) -> JobValidator:
+    """Refuse a job whose agent is not configured or whose model this config cannot serve."""
+    agents = agents_of(config)
 
     def check(job: Job) -> None:
         if job.agent not in agents:
@@ -564,7 +603,7 @@ def job_validator(agents: Mapping[str, AgentConfig], providers: ProviderRegistry
             if ref is None:
                 continue
             try:
-                providers.check(ref)
+                check_model(config, ref)
             except ConfigError as exc:
                 raise InvalidJobError(f"model {ref!r}: {exc}", key="model") from None
 
@@ -572,6 +611,8 @@ def job_validator(agents: Mapping[str, AgentConfig], providers: ProviderRegistry
 
 
 def _event_json(event: ChainEvent) -> dict[str, Any] | None:
+    if isinstance(event, TextStreamed):
+        return {"type": "text_delta", "text": event.text}
     if isinstance(event, FirstTokenReceived):
         return {"type": "first_token", "elapsed_s": round(event.elapsed_s, 3), "t": time.time()}
     if isinstance(event, ToolCallReceived):

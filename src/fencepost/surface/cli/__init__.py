@@ -11,6 +11,7 @@ from ...errors import (
     ConfigError,
     FencepostError,
     InvalidSessionIdError,
+    JobNotFoundError,
     LockTimeoutError,
     OutsideProtocolChangeError,
     RecordTooLargeError,
@@ -20,6 +21,7 @@ from ...errors import (
 )
 from .agent import agent
 from .cron import cron
+from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
 from .gateway import demo, gateway
 from .sessions import sessions
@@ -33,6 +35,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (TranscriptFormatError, 2),
     (RecordTooLargeError, 2),
     (SessionNotFoundError, 3),
+    (JobNotFoundError, 3),
     (OutsideProtocolChangeError, 4),
     (SessionTakeoverError, 4),
     (LockTimeoutError, 5),

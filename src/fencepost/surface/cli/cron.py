@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,6 +21,7 @@ from ...runtime.cron import (
     CronStore,
     Job,
     JobState,
+    JobValidator,
     Payload,
     RunRecord,
     Schedule,
@@ -64,6 +66,14 @@ def _open(state_dir: str | None, *, create: bool = False) -> Iterator[CronStore]
         yield store
     finally:
         store.close()
+
+
+def _validator(state_dir: str | None) -> JobValidator:
+    """Agents and models are checked against the config the gateway will run with."""
+    from ...runtime.gateway import job_validator
+    from .agent import load_gateway_config
+
+    return job_validator(load_gateway_config(Path(state_dir or default_state_dir()), None))
 
 
 def _now() -> datetime:
@@ -216,6 +226,7 @@ def add(
         schedule=schedule,
         payload=payload,
         now=now,
+        validator=_validator(state_dir),
         stagger_s=_stagger(stagger),
         **fields,
     )
@@ -363,7 +374,9 @@ def edit(
         stagger_s = _stagger(stagger)
         if not changes and stagger_s is None:
             raise click.UsageError("nothing to change; give at least one option")
-        edited = edit_job(job, now=now, stagger_s=stagger_s, **changes)
+        edited = edit_job(
+            job, now=now, validator=_validator(state_dir), stagger_s=stagger_s, **changes
+        )
         with store.transaction():
             store.save_job(edited)
             if edited.schedule != job.schedule:
