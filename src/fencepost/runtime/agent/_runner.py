@@ -274,6 +274,9 @@ async def _loop(
             reply = completion.message  # kept by the result even if the fence refuses it
             turn.reply, turn.model = _text(reply), str(completion.model)
             turn.add_usage(reply)
+        # The rest of the turn starts from the model that answered: a primary that just failed
+        # is not asked again at every step.
+        chain = chain[[str(ModelRef.parse(r)) for r in chain].index(turn.model) :]
         messages += steering_messages(attempt.arrived)  # they precede the reply in the file
         await turn.write(attempt, [{"type": "message", "message": reply}])
         messages.append(reply)
