@@ -85,17 +85,21 @@ class SessionState:
 EMPTY_STATE = SessionState(gen=0, epoch=0, lease=None, committed=None, pending=None)
 
 
-def _plain(obj: Any) -> Any:
-    """``dataclasses.asdict`` for these flat records, without its deep copies (5x faster)."""
-    out = dict(vars(obj))
-    for key, value in out.items():
-        if hasattr(value, "__dataclass_fields__"):
-            out[key] = _plain(value)
-    return out
+def _plain(state: SessionState) -> dict[str, Any]:
+    """``dataclasses.asdict(state)`` spelled out: no recursion, no copies (it runs twice per
+    append; the generic version was a third of an append's cost)."""
+    pending = state.pending
+    return {
+        "gen": state.gen,
+        "epoch": state.epoch,
+        "lease": None if state.lease is None else vars(state.lease),
+        "committed": None if state.committed is None else vars(state.committed),
+        "pending": None if pending is None else {**vars(pending), "after": vars(pending.after)},
+    }
 
 
 def _to_json(state: SessionState) -> bytes:
-    body = json.dumps(_plain(state), separators=(",", ":"), sort_keys=True).encode()
+    body = json.dumps(_plain(state), separators=(",", ":")).encode()
     return f"{zlib.crc32(body):08x} ".encode() + body
 
 

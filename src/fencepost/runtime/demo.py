@@ -39,7 +39,7 @@ def demo_config(slow_first_token_s: float = 20.0) -> GatewayConfig:
                 name="analyst",
                 model="scripted/thinker",
                 system_prompt="You are the operations analyst.",
-                tools=("current_time",),
+                tools=("current_time", "memory_search"),
                 heartbeat=HeartbeatConfig(
                     every_s=45, prompt="Anything urgent? HEARTBEAT_OK if not."
                 ),

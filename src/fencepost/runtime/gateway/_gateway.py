@@ -170,6 +170,7 @@ class Gateway:
         self._lanes: dict[str, _Lane] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._lock_fd: int | None = None
+        self._plugins_started = False
         self._log_handler: logging.Handler | None = None
         self._subscribers: list[Callable[[dict[str, Any]], object]] = []
         self._counts = dict.fromkeys(["ok", "failed", "hb_run", "hb_skipped", "hb_suppressed"], 0)
@@ -214,6 +215,8 @@ class Gateway:
         try:
             await self._open(background)
         except BaseException:
+            if self._plugins_started:  # a plugin that started gets to clean up
+                await call_hook(self.plugins, "fencepost_shutdown", gateway=self)
             await self._close()
             raise
 
@@ -251,6 +254,7 @@ class Gateway:
             },
             poll_interval_s=5.0,
         )
+        self._plugins_started = True
         await call_hook(self.plugins, "fencepost_startup", gateway=self)
         self.started_at = datetime.now(UTC)
         if not background:

@@ -24,7 +24,9 @@ from .cron import cron
 from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
 from .gateway import demo, gateway
+from .memory import memory
 from .sessions import sessions
+from .trajectory import trajectory
 
 __all__ = ["main", "cli", "EXIT_CODES"]
 
@@ -54,6 +56,8 @@ cli.add_command(agent)
 cli.add_command(cron)
 cli.add_command(demo)
 cli.add_command(gateway)
+cli.add_command(memory)
+cli.add_command(trajectory)
 cli.add_command(doctor)
 cli.add_command(init)
 

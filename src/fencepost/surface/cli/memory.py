@@ -1,0 +1,87 @@
+"""``fencepost memory search``: the memory plugin's index, searched without a gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from ...runtime.config import StatePaths, default_home
+from ...runtime.gateway.plugins.memory import MemoryHit, note_workspaces, search_memory
+from . import _render
+from .agent import load_gateway_config
+
+__all__ = ["memory"]
+
+
+@click.group()
+def memory() -> None:
+    """Search what agents remember: transcripts and workspace notes (the memory plugin)."""
+
+
+@memory.command("search")
+@click.argument("query")
+@click.option("--agent", "agent_name", default=None, help="Only this agent's memory (+ shared).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, help="At most this many hits.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
+)
+@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@click.option(
+    "--reindex",
+    is_flag=True,
+    help="Catch the index up with the transcripts and notes first (creates it if missing).",
+)
+def search(
+    query: str,
+    agent_name: str | None,
+    limit: int,
+    as_json: bool,
+    home: Path | None,
+    config: str | None,
+    reindex: bool,
+) -> None:
+    """Search the memory index for QUERY (words; best matches first, ranked by bm25)."""
+    paths = StatePaths(home or default_home())
+    workspaces = None
+    if reindex:
+        cfg = load_gateway_config(paths.root, config)
+        workspaces = note_workspaces(paths, cfg.agents)
+    hits = search_memory(
+        paths.root, query, agent=agent_name, limit=limit, reindex=reindex, workspaces=workspaces
+    )
+    if as_json:
+        click.echo(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no matches", err=True)
+        return
+    _render.table(
+        ["score", "agent", "where", "role", "time", "snippet"],
+        [
+            [
+                f"{h.score:.3g}",
+                h.agent or "(shared)",
+                escape(_where(h, paths.root)),
+                h.role,
+                h.timestamp,
+                escape(" ".join(h.snippet.split())),  # "[word]" marks a match, not markup
+            ]
+            for h in hits
+        ],
+        title=escape(f"memory: {query}"),
+    )
+
+
+def _where(hit: MemoryHit, home: Path) -> str:
+    if hit.kind == "session":
+        return f"session {hit.session_id} line {hit.line}"
+    path = os.path.relpath(hit.path, home) if hit.path else "?"
+    return f"{path} line {hit.line}" + (f" § {hit.title}" if hit.title else "")
