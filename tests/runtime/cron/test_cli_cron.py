@@ -12,7 +12,6 @@ from fencepost import InvalidJobError, InvalidScheduleError, JobNotFoundError
 from fencepost.runtime.cron import CronStore, RunRecord, default_db_path
 from fencepost.surface.cli import cli
 
-
 OPS_CONFIG = (
     '[providers.openai]\napi = "openai"\n[providers.anthropic]\napi = "anthropic"\n'
     '[agents.ops]\nmodel = "scripted/fast"\n'
