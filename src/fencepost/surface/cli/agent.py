@@ -27,6 +27,7 @@ from ...runtime.providers import (
     TextStreamed,
     ToolCallReceived,
 )
+from ._options import config_option, home_option
 
 __all__ = ["agent", "load_gateway_config"]
 
@@ -49,13 +50,8 @@ def agent() -> None:
 @click.option("--message", "text", required=True, help="The user message.")
 @click.option("--agent", "agent_name", default=None, help="Agent from the config.")
 @click.option("--model", default=None, help="Override the agent's model (provider/model).")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
-)
-@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@home_option
+@config_option
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Turn timeout, seconds.")
 @click.option("--wait", "wait_s", type=float, default=None, help="Wait this long for the lease.")
 def run(

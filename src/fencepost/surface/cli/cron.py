@@ -50,6 +50,8 @@ def default_state_dir() -> str:
 
 state_dir_option = click.option(
     "--state-dir",
+    "--home",
+    "state_dir",
     type=click.Path(file_okay=False),
     default=None,
     envvar="FENCEPOST_STATE_DIR",

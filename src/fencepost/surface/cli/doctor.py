@@ -13,7 +13,7 @@ from rich.table import Table
 from ...errors import ConfigError
 from ...runtime.config import STARTER_CONFIG, StatePaths, default_home
 from ...runtime.doctor import run_doctor, summarize
-from .gateway import home_option
+from ._options import config_option, home_option
 
 __all__ = ["doctor", "init"]
 
@@ -22,7 +22,7 @@ STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "fixed": "cyan"}
 
 @click.command()
 @home_option
-@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@config_option
 @click.option("--fix", is_flag=True, help="Apply safe repairs (never deletes a transcript).")
 @click.option("--providers", is_flag=True, help="Also send a 1-token request to each model.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -17,16 +17,10 @@ from ...runtime.config import GatewayConfig, StatePaths, default_home
 from ...runtime.cron import CronStore
 from ...runtime.demo import demo_config, in_demo_mode, install_demo_jobs
 from ...runtime.gateway import Gateway
+from ._options import config_option, home_option
 from .agent import load_gateway_config
 
-__all__ = ["demo", "gateway", "serve", "home_option"]
-
-home_option = click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
-)
+__all__ = ["demo", "gateway", "serve"]
 
 
 class _Server(uvicorn.Server):
@@ -118,7 +112,7 @@ port_option = click.option(
 
 @click.command("gateway")
 @home_option
-@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@config_option
 @click.option("--host", default=None, help="Bind address [default: from config, 127.0.0.1].")
 @port_option
 def gateway(home: Path | None, config: str | None, host: str | None, port: int | None) -> None:

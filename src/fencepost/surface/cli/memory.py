@@ -12,6 +12,7 @@ from rich.markup import escape
 from ...runtime.config import StatePaths, default_home
 from ...runtime.gateway.plugins.memory import MemoryHit, note_workspaces, search_memory
 from . import _render
+from ._options import config_option, home_option
 from .agent import load_gateway_config
 
 __all__ = ["memory"]
@@ -27,13 +28,8 @@ def memory() -> None:
 @click.option("--agent", "agent_name", default=None, help="Only this agent's memory (+ shared).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, help="At most this many hits.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
-)
-@click.option("--config", default=None, help="Config file [default: <home>/fencepost.toml].")
+@home_option
+@config_option
 @click.option(
     "--reindex",
     is_flag=True,

@@ -9,6 +9,7 @@ import click
 
 from ...runtime.config import StatePaths, default_home
 from ...runtime.gateway.plugins.trajectory import read_trajectory
+from ._options import home_option
 
 __all__ = ["trajectory"]
 
@@ -28,12 +29,7 @@ def trajectory() -> None:
     default="jsonl",
     help="jsonl: the recorded lines as they are; json: one array.",
 )
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="State directory [default: $FENCEPOST_HOME or ~/.fencepost].",
-)
+@home_option
 def export(session_id: str, run_id: str | None, fmt: str, home: Path | None) -> None:
     """Print SESSION_ID's trajectory. Malformed lines are reported on stderr and skipped."""
     paths = StatePaths(home or default_home())
