@@ -39,7 +39,7 @@ async def serve(
     announce: bool = True,
 ) -> None:
     """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully."""
-    from ..http import create_app
+    from ..http import close_streams, create_app
 
     gw = Gateway(paths, cfg)
     await gw.start()
@@ -77,6 +77,7 @@ async def serve(
         click.echo("stopping: in-flight runs get 10 s to finish…", err=True)
     finally:
         if server is not None:
+            close_streams(app)  # open dashboards must not hold the shutdown up
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)

@@ -1,19 +1,12 @@
-"""The HTTP API and the web dashboard (being built: see docs/design/http.md)."""
+"""The HTTP API and the web dashboard of a gateway (docs/design/http.md).
+
+``create_app(gateway, token=...)`` returns a Starlette app; the gateway CLI serves it with
+uvicorn in the gateway's own event loop.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from ._app import COOKIE_NAME, close_streams, create_app
+from ._schemas import openapi_document
 
-__all__ = ["create_app"]
-
-
-def create_app(gateway: Any, *, token: str | None = None) -> Any:
-    """A minimal app until the API lands: health only."""
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def health(request: Any) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(routes=[Route("/api/health", health)])
+__all__ = ["COOKIE_NAME", "close_streams", "create_app", "openapi_document"]

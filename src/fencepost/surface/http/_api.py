@@ -1,0 +1,426 @@
+"""The JSON API under ``/api``: parse the request, call the runtime, render JSON.
+
+Routes and their contracts are in docs/design/http.md and in ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import fencepost
+
+from ...core import verify_transcript
+from ...errors import InvalidJobError, InvalidScheduleError, SessionNotFoundError
+from ...runtime.cron import (
+    CronStore,
+    Job,
+    JobState,
+    RunRecord,
+    RunStatus,
+    next_run_after,
+    parse_duration_s,
+)
+from ...runtime.gateway import Gateway
+from ._errors import ApiError
+from ._jobs import edit_from_body, job_from_body
+from ._records import record_json, session_summary, snapshot
+from ._schemas import openapi_document
+from ._sse import EventStream, gateway_events, session_tail
+
+__all__ = [
+    "api_routes",
+    "gateway_of",
+    "int_query",
+    "job_json",
+    "run_json",
+    "runs_query",
+    "session_page",
+    "sessions_list",
+    "verify_json",
+]
+
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+_FULL_JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+#: A default page a browser renders quickly; larger pages by asking.
+DEFAULT_RECORDS_PAGE = 500
+#: What a live tail sends first when the client names no position.
+DEFAULT_TAIL = 50
+
+
+def gateway_of(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _now(gw: Gateway) -> datetime:
+    return gw.clock.now()
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
+
+
+def int_query(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(422, "invalid", f"{name} must be an integer", field=name) from None
+    if not lo <= value <= hi:
+        raise ApiError(422, "invalid", f"{name} must be between {lo} and {hi}", field=name)
+    return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+# ---- rendering ----------------------------------------------------------------------------
+
+
+def job_json(job: Job, state: JobState) -> dict[str, Any]:
+    return {**job.to_json(), "schedule_text": job.schedule.describe(), "state": state.to_json()}
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    out = run.to_json()
+    out["duration_s"] = (
+        round((run.ended_at - run.started_at).total_seconds(), 3)
+        if run.started_at and run.ended_at
+        else None
+    )
+    return out
+
+
+# ---- health ---------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    gw = gateway_of(request)
+    started = gw.started_at
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": fencepost.__version__,
+            "started_at": started.isoformat() if started else None,
+            "uptime_s": round((datetime.now(UTC) - started).total_seconds(), 3)
+            if started
+            else None,
+            "scheduler": dataclasses.asdict(gw.scheduler.statistics()),
+            "gateway": dataclasses.asdict(gw.statistics()),
+            "cron": dataclasses.asdict(gw.cron.statistics()),
+            "agents": sorted(gw.agents),
+        }
+    )
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(fencepost.__version__))
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+
+
+def resolve_job(store: CronStore, text: str) -> str:
+    """A full job id from an id or unique prefix; malformed → 400, unknown → 404."""
+    try:
+        return store.resolve_job_id(text)
+    except InvalidJobError as exc:
+        raise ApiError(400, "invalid_job_id", exc.detail, field="job_id") from None
+
+
+async def list_jobs(request: Request) -> Response:
+    rows = gateway_of(request).cron.list_jobs()
+    return JSONResponse({"jobs": [job_json(j, s) for j, s in rows]})
+
+
+async def create_job(request: Request) -> Response:
+    gw = gateway_of(request)
+    body = await _body(request)
+    now = _now(gw)
+    job = job_from_body(body, now=now, validator=gw.job_validator())
+    gw.cron.add_job(job, next_run_at=next_run_after(job.schedule, now))
+    gw.scheduler.wake()
+    out = job_json(job, gw.cron.get_state(job.job_id))
+    return JSONResponse(out, status_code=201, headers={"location": f"/api/jobs/{job.job_id}"})
+
+
+async def get_job(request: Request) -> Response:
+    store = gateway_of(request).cron
+    jid = resolve_job(store, request.path_params["job_id"])
+    return JSONResponse(job_json(store.get_job(jid), store.get_state(jid)))
+
+
+async def patch_job(request: Request) -> Response:
+    gw = gateway_of(request)
+    store = gw.cron
+    jid = resolve_job(store, request.path_params["job_id"])
+    body = await _body(request)
+    now = _now(gw)
+    job = store.get_job(jid)
+    edited = edit_from_body(job, body, now=now, validator=gw.job_validator())
+    # The same state rules as ``fencepost cron edit|enable|disable``.
+    state: dict[str, Any] = {}
+    enabling = edited.enabled and not job.enabled
+    if edited.schedule != job.schedule or enabling:
+        nxt = next_run_after(edited.schedule, now)
+        state.update(next_run_at=nxt, due_at=nxt, retry=None)
+    if enabling:
+        state.update(disabled_reason=None, consecutive_errors=0, backoff_until=None)
+    elif job.enabled and not edited.enabled:
+        state.update(disabled_reason="disabled over HTTP")
+    with store.transaction():
+        store.save_job(edited)
+        if state:
+            store.update_state(jid, **state)
+    gw.scheduler.wake()
+    return JSONResponse(job_json(edited, store.get_state(jid)))
+
+
+async def delete_job(request: Request) -> Response:
+    gw = gateway_of(request)
+    jid = resolve_job(gw.cron, request.path_params["job_id"])
+    job = gw.cron.get_job(jid)
+    with gw.cron.transaction():
+        gw.cron.delete_job(jid)
+    gw.scheduler.wake()
+    return JSONResponse({"deleted": jid, "name": job.name})
+
+
+async def run_job(request: Request) -> Response:
+    gw = gateway_of(request)
+    jid = resolve_job(gw.cron, request.path_params["job_id"])
+    handle = await gw.scheduler.run_now(jid)
+    if not _flag(request, "wait"):
+        return JSONResponse(
+            {"run_id": handle.run_id, "job_id": jid, "status": "running", "run": None},
+            status_code=202,
+            headers={"location": f"/api/runs/{handle.run_id}"},
+        )
+    record = await handle.wait()  # shielded: a client that goes away does not cancel the run
+    return JSONResponse(
+        {"run_id": handle.run_id, "job_id": jid, "status": record.status, "run": run_json(record)}
+    )
+
+
+# ---- runs -----------------------------------------------------------------------------------
+
+
+def _since(text: str | None, now: datetime) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return now - timedelta(seconds=parse_duration_s(text, key="since"))
+    except InvalidScheduleError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid",
+            f"since {text!r}: give a duration ago (2h, 1d) or an ISO time",
+            field="since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def runs_query(request: Request) -> tuple[list[RunRecord], int | None]:
+    """A ledger page from ``?job=&status=&since=&limit=&before=``, and the next ``before``."""
+    gw = gateway_of(request)
+    q = request.query_params
+    job = q.get("job") or None
+    if job is not None and not _FULL_JOB_ID.match(job):  # a deleted job's id still filters
+        job = resolve_job(gw.cron, job)
+    statuses = [s for s in (q.get("status") or "").split(",") if s]
+    for s in statuses:
+        if s not in RUN_STATUSES:
+            raise ApiError(
+                422,
+                "invalid",
+                f"unknown status {s!r}; use {', '.join(RUN_STATUSES)}",
+                field="status",
+            )
+    limit = int_query(request, "limit", 50, 1, 1000) or 50
+    rows = gw.cron.runs(
+        job_id=job,
+        status=statuses or None,
+        since=_since(q.get("since"), _now(gw)),
+        before_seq=int_query(request, "before", None, 0, 2**62),
+        limit=limit,
+    )
+    more = rows[-1].seq if len(rows) == limit else None
+    return rows, more
+
+
+async def list_runs(request: Request) -> Response:
+    rows, more = runs_query(request)
+    return JSONResponse({"runs": [run_json(r) for r in rows], "next_before": more})
+
+
+async def get_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    try:
+        run = gateway_of(request).cron.get_run(run_id)
+    except LookupError:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r} in the ledger") from None
+    return JSONResponse(run_json(run))
+
+
+# ---- sessions -------------------------------------------------------------------------------
+
+
+def sessions_list(gw: Gateway, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Sessions, most recently changed first."""
+    rows = [s for sid in gw.store.session_ids() if (s := session_summary(gw.store, sid))]
+    rows.sort(key=lambda r: (-r["modified_at"], r["session_id"]))
+    return rows[offset : offset + limit], len(rows)
+
+
+async def list_sessions(request: Request) -> Response:
+    offset = int_query(request, "offset", 0, 0, 2**31) or 0
+    limit = int_query(request, "limit", 200, 1, 1000) or 200
+    rows, total = sessions_list(gateway_of(request), offset, limit)
+    return JSONResponse({"sessions": rows, "total": total})
+
+
+def session_page(gw: Gateway, session_id: str, offset: int, limit: int) -> dict[str, Any]:
+    session = gw.store.session(session_id)  # InvalidSessionIdError → 400
+    snap = snapshot(session)  # SessionNotFoundError → 404
+    t = snap.transcript
+    page = t.entries[offset : offset + limit]
+    return {
+        "session": session_summary(gw.store, session_id),
+        "header": t.header.data if t.header else None,
+        "total": len(t.entries),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if offset + limit < len(t.entries) else None,
+        "records": [record_json(offset + i, r) for i, r in enumerate(page)],
+        "problems": [str(p) for p in t.problems],
+        "torn_tail_bytes": len(t.torn_tail),
+    }
+
+
+async def get_session(request: Request) -> Response:
+    offset = int_query(request, "offset", 0, 0, 2**31) or 0
+    limit = int_query(request, "limit", DEFAULT_RECORDS_PAGE, 1, 5000) or DEFAULT_RECORDS_PAGE
+    return JSONResponse(
+        session_page(gateway_of(request), request.path_params["session_id"], offset, limit)
+    )
+
+
+def verify_json(gw: Gateway, session_id: str) -> dict[str, Any]:
+    session = gw.store.session(session_id)
+    if not session.exists():
+        raise SessionNotFoundError(session_id, session.path)
+    events = tuple(dataclasses.asdict(e) for e in session.fence_events())
+    return verify_transcript(session.path, events).to_json()
+
+
+async def verify_session(request: Request) -> Response:
+    return JSONResponse(verify_json(gateway_of(request), request.path_params["session_id"]))
+
+
+async def session_events(request: Request) -> Response:
+    gw = gateway_of(request)
+    session = gw.store.session(request.path_params["session_id"])
+    snap = snapshot(session)
+    total = len(snap.transcript.entries)
+    last_id = request.headers.get("last-event-id")
+    if last_id is not None and last_id.strip().lstrip("-").isdigit():
+        start = int(last_id) + 1  # Invariant HTTP-I4: resume right after the last record seen
+    elif request.query_params.get("offset"):
+        start = int_query(request, "offset", 0, 0, 2**31) or 0
+    elif request.query_params.get("after_seq"):
+        after = int_query(request, "after_seq", 0, 0, 2**62) or 0
+        seqs = [(r.stamp or {}).get("seq") for r in snap.transcript.entries]
+        start = next((i for i, s in enumerate(seqs) if isinstance(s, int) and s > after), total)
+    else:
+        start = max(0, total - (int_query(request, "tail", DEFAULT_TAIL, 0, 100000) or 0))
+    return EventStream(session_tail(gw, session, snap, start), request.app.state.closing)
+
+
+async def send_message(request: Request) -> Response:
+    gw = gateway_of(request)
+    session_id = request.path_params["session_id"]
+    gw.store.session(session_id)  # refuse a path-like id before anything else
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "invalid", "the body must be a JSON object {text, agent?}", field="body"
+        )
+    unknown = sorted(set(body) - {"text", "agent"})
+    if unknown:
+        raise ApiError(422, "invalid", f"unknown field {unknown[0]!r}", field=unknown[0])
+    text, agent = body.get("text"), body.get("agent")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(422, "invalid", "text must be a non-empty string", field="text")
+    if agent is not None and (not isinstance(agent, str) or agent not in gw.agents):
+        known = ", ".join(sorted(gw.agents))
+        raise ApiError(
+            422, "invalid", f"unknown agent {agent!r}; configured: {known}", field="agent"
+        )
+    sent = await gw.send(session_id, text, agent)
+    return JSONResponse(
+        {"status": sent.status, "session_id": sent.session_id, "run_id": sent.run_id},
+        status_code=202,
+    )
+
+
+_SESSION_SUFFIXES = ("/verify", "/events", "/messages")
+
+
+async def path_like_session(request: Request) -> Response:
+    """``/api/sessions/<anything with a slash>``: a path-like id is a 400, not a 404."""
+    rest: str = request.path_params["rest"]
+    for suffix in _SESSION_SUFFIXES:
+        rest = rest.removesuffix(suffix)
+    gateway_of(request).store.session(rest)  # raises InvalidSessionIdError for a path-like id
+    raise ApiError(404, "not_found", f"no route {request.url.path}")
+
+
+async def events(request: Request) -> Response:
+    return EventStream(gateway_events(gateway_of(request)), request.app.state.closing)
+
+
+def api_routes() -> list[Route]:
+    return [
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}", patch_job, methods=["PATCH"]),
+        Route("/api/jobs/{job_id}", delete_job, methods=["DELETE"]),
+        Route("/api/jobs/{job_id}/run", run_job, methods=["POST"]),
+        Route("/api/runs", list_runs, methods=["GET"]),
+        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/api/sessions", list_sessions, methods=["GET"]),
+        Route("/api/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/api/sessions/{session_id}/verify", verify_session, methods=["GET"]),
+        Route("/api/sessions/{session_id}/events", session_events, methods=["GET"]),
+        Route("/api/sessions/{session_id}/messages", send_message, methods=["POST"]),
+        Route(
+            "/api/sessions/{rest:path}",
+            path_like_session,
+            methods=["GET", "POST"],
+            include_in_schema=False,
+        ),
+        Route("/api/events", events, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]

@@ -1,0 +1,108 @@
+"""The server-rendered dashboard pages (their live parts run in test_browser.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fencepost import OutsideProtocolChangeError, custom, message
+from fencepost.runtime.cron import RunRecord
+
+from .conftest import WRITE
+from .test_api import JOB
+
+
+async def test_the_jobs_page_lists_jobs_with_next_run_last_status_and_run_now(client):
+    job = (await client.post("/api/jobs", json=JOB)).json()
+    await client.post(f"/api/jobs/{job['job_id']}/run?wait=true", headers=WRITE)
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "disk report" in html and "every 1h" in html
+    assert f'data-run-job="{job["job_id"]}"' in html
+    assert '<span class="status ok">ok</span>' in html
+    assert 'data-live="feed"' in html
+
+
+async def test_the_runs_page_shows_status_duration_model_errors_and_takeover_reasons(client, gw):
+    job = (await client.post("/api/jobs", json=JOB)).json()
+    await client.post(f"/api/jobs/{job['job_id']}/run?wait=true", headers=WRITE)
+    now = datetime.now(UTC)
+    gw.cron.insert_run(
+        RunRecord(
+            run_id="r-takeover",
+            job_id=job["job_id"],
+            job_name="disk report",
+            scheduled_at=now,
+            trigger="schedule",
+            attempt=1,
+            status="takeover",
+            recorded_at=now,
+            started_at=now,
+            ended_at=now + timedelta(seconds=21.5),
+            error_kind="foreign_append",
+            error_message="session 'x' taken over",
+            model="scripted/slow",
+            fence={
+                "reason": "foreign_append",
+                "description": "41 bytes past the committed end, written by no protocol writer",
+                "epoch_held": 3,
+                "epoch_seen": 3,
+            },
+        )
+    )
+    html = (await client.get("/runs")).text
+    assert '<span class="status ok">ok</span>' in html and "scripted/replies" in html
+    assert '<span class="status takeover">takeover</span>' in html
+    assert "21.5 s" in html and "scripted/slow" in html
+    assert "written by no protocol writer" in html and "epoch 3" in html
+    filtered = (await client.get("/runs?status=takeover")).text
+    assert "r-takeov" in filtered and "scripted/replies" not in filtered
+
+
+async def test_the_session_page_shows_the_tree_who_wrote_each_record_and_fence_events(client, gw):
+    session = gw.store.session("notes")
+    root = await session.append(message("user", "root question"), writer="operator")
+    await session.append(message("assistant", "first answer"), writer="plugin:notes")
+    # a branch from the root: a sibling of the first answer
+    await session.append(
+        {**message("assistant", "second answer"), "parentId": root.entry_ids[0]},
+        writer="delivery",
+        run_id="run-99",
+    )
+    with open(session.path, "ab") as f:
+        f.write(b'{"type":"custom","customType":"outside","data":1}\n')
+    with pytest.raises(OutsideProtocolChangeError):
+        await session.append(custom("late", 1), writer="delivery")
+    html = (await client.get("/sessions/notes")).text
+    assert "root question" in html and "second answer" in html
+    for writer in ("operator", "plugin:notes", "delivery"):
+        assert f">{writer}</span>" in html
+    assert "run-99" in html
+    assert html.count('class="record active"') == 2  # root → second answer, the newest leaf
+    assert 'data-depth="1"' in html
+    assert "foreign_append" in html  # the fence event
+    assert 'data-live="session"' in html and 'data-next-index="4"' in html
+
+
+async def test_the_sessions_page_lists_sessions_with_their_last_writer(client, gw):
+    await gw.store.session("notes").append(message("user", "x"), writer="operator")
+    html = (await client.get("/sessions")).text
+    assert 'href="/sessions/notes"' in html and ">operator</span>" in html
+
+
+async def test_an_unknown_or_path_like_session_page_is_an_html_error(client):
+    r = await client.get("/sessions/nope")
+    assert r.status_code == 404 and "session_not_found" in r.text
+    r = await client.get("/sessions/a..b")
+    assert r.status_code == 400 and "invalid_session_id" in r.text
+    r = await client.get("/sessions/..%2Fetc")
+    assert r.status_code == 400
+
+
+async def test_the_static_files_are_served(client):
+    css = await client.get("/static/dashboard.css")
+    js = await client.get("/static/dashboard.js")
+    assert css.status_code == 200 and "tr.record.active" in css.text
+    assert js.status_code == 200 and "EventSource" in js.text
