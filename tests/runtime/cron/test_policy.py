@@ -254,3 +254,19 @@ def test_a_takeover_is_retried_a_bounded_number_of_times_and_never_counts_as_a_f
 def test_after_run_refuses_a_status_that_is_not_final():
     with pytest.raises(ValueError, match="final run status"):
         after("running")
+
+
+def test_state_after_edit_recomputes_on_a_new_schedule_resets_on_enable_records_disable():
+    from fencepost.runtime.cron import EverySchedule, state_after_edit
+
+    now = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    hourly, daily = EverySchedule(3600, anchor=now), EverySchedule(86400, anchor=now)
+    assert state_after_edit(True, True, hourly, hourly, now) == {}
+    moved = state_after_edit(True, True, hourly, daily, now)
+    assert moved["next_run_at"] == moved["due_at"] == now + timedelta(days=1)
+    assert moved["retry"] is None
+    enabled = state_after_edit(False, True, hourly, hourly, now)
+    assert enabled["consecutive_errors"] == 0 and enabled["disabled_reason"] is None
+    assert state_after_edit(True, False, hourly, hourly, now, disabled_reason="why") == {
+        "disabled_reason": "why"
+    }

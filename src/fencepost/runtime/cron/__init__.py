@@ -42,6 +42,7 @@ from ._policy import (
     decide_slot,
     plan_catchup,
     plan_slots,
+    state_after_edit,
 )
 from ._schedule import (
     DEFAULT_STAGGER_WINDOW_S,
@@ -152,6 +153,7 @@ __all__ = [
     "parse_target",
     "plan_catchup",
     "plan_slots",
+    "state_after_edit",
     "schedule_from_json",
     "schedule_to_json",
     "validate_job",

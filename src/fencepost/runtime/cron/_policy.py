@@ -14,6 +14,7 @@ from typing import Literal
 from ._schedule import EverySchedule, Schedule, next_run_after
 
 __all__ = [
+    "state_after_edit",
     "DEFAULT_CATCHUP_GRACE_S",
     "DEFAULT_CATCHUP_PACE_S",
     "DEFAULT_TRANSIENT_KINDS",
@@ -324,3 +325,29 @@ def decide_after_run(
             last += f": {error_message[:200]}"
         disable = f"auto-disabled after {errors} consecutive failures; last: {last}"
     return AfterRun(errors, backoff, None, disable, False, True)
+
+
+def state_after_edit(
+    old_enabled: bool,
+    new_enabled: bool,
+    old_schedule: Schedule,
+    new_schedule: Schedule,
+    now: datetime,
+    *,
+    disabled_reason: str = "disabled by user",
+) -> dict[str, object]:
+    """The job-state changes an edit implies (pure; shared by the CLI and the HTTP API).
+
+    A new schedule or a re-enable recomputes the next run from ``now`` and drops a pending
+    retry; a re-enable also resets errors and backoff; a disable records its reason.
+    """
+    changes: dict[str, object] = {}
+    enabling = new_enabled and not old_enabled
+    if new_schedule != old_schedule or enabling:
+        nxt = next_run_after(new_schedule, now)
+        changes.update(next_run_at=nxt, due_at=nxt, retry=None)
+    if enabling:
+        changes.update(disabled_reason=None, consecutive_errors=0, backoff_until=None)
+    elif old_enabled and not new_enabled:
+        changes.update(disabled_reason=disabled_reason)
+    return changes

@@ -20,7 +20,7 @@ from fencepost.errors import CronStateError, InvalidJobError, JobNotFoundError
 
 from ._job import Job, validate_job_id, validate_job_id_prefix
 from ._migrations import MIGRATIONS
-from ._policy import Retry, RunStatus, Trigger
+from ._policy import Retry, RunStatus, Trigger, state_after_edit
 from ._schedule import iso
 
 __all__ = [
@@ -338,6 +338,23 @@ class CronStore:
         )
         if cur.rowcount != 1:
             raise JobNotFoundError(job.job_id)
+
+    def replace_job(
+        self, old: Job, new: Job, now: datetime, *, disabled_reason: str = "disabled by user"
+    ) -> None:
+        """Store an edited job and the state changes the edit implies, in one transaction."""
+        changes = state_after_edit(
+            old.enabled,
+            new.enabled,
+            old.schedule,
+            new.schedule,
+            now,
+            disabled_reason=disabled_reason,
+        )
+        with self.transaction():
+            self.save_job(new)
+            if changes:
+                self.update_state(new.job_id, **changes)
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job and its state. Its occurrences and ledger rows are kept."""

@@ -379,11 +379,7 @@ def edit(
         edited = edit_job(
             job, now=now, validator=_validator(state_dir), stagger_s=stagger_s, **changes
         )
-        with store.transaction():
-            store.save_job(edited)
-            if edited.schedule != job.schedule:
-                nxt = next_run_after(edited.schedule, now)
-                store.update_state(jid, next_run_at=nxt, due_at=nxt, retry=None)
+        store.replace_job(job, edited, now)
         state = store.get_state(jid)
     if as_json:
         click.echo(json.dumps(_job_json(edited, state), indent=2, ensure_ascii=False))
@@ -401,19 +397,9 @@ def enable(state_dir: str | None, as_json: bool, job_id: str) -> None:
     with _open(state_dir) as store:
         jid = store.resolve_job_id(job_id)
         job = store.get_job(jid)
-        nxt = next_run_after(job.schedule, now)
-        with store.transaction():
-            store.save_job(edit_job(job, now=now, enabled=True))
-            store.update_state(
-                jid,
-                next_run_at=nxt,
-                due_at=nxt,
-                disabled_reason=None,
-                consecutive_errors=0,
-                backoff_until=None,
-                retry=None,
-            )
+        store.replace_job(job, edit_job(job, now=now, enabled=True), now)
         job, state = store.get_job(jid), store.get_state(jid)
+        nxt = state.next_run_at
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
     elif nxt is None:
@@ -433,9 +419,7 @@ def disable(state_dir: str | None, as_json: bool, reason: str, job_id: str) -> N
     with _open(state_dir) as store:
         jid = store.resolve_job_id(job_id)
         job = store.get_job(jid)
-        with store.transaction():
-            store.save_job(edit_job(job, now=now, enabled=False))
-            store.update_state(jid, disabled_reason=reason)
+        store.replace_job(job, edit_job(job, now=now, enabled=False), now, disabled_reason=reason)
         job, state = store.get_job(jid), store.get_state(jid)
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))

@@ -174,20 +174,7 @@ async def patch_job(request: Request) -> Response:
     now = _now(gw)
     job = store.get_job(jid)
     edited = edit_from_body(job, body, now=now, validator=gw.job_validator())
-    # The same state rules as ``fencepost cron edit|enable|disable``.
-    state: dict[str, Any] = {}
-    enabling = edited.enabled and not job.enabled
-    if edited.schedule != job.schedule or enabling:
-        nxt = next_run_after(edited.schedule, now)
-        state.update(next_run_at=nxt, due_at=nxt, retry=None)
-    if enabling:
-        state.update(disabled_reason=None, consecutive_errors=0, backoff_until=None)
-    elif job.enabled and not edited.enabled:
-        state.update(disabled_reason="disabled over HTTP")
-    with store.transaction():
-        store.save_job(edited)
-        if state:
-            store.update_state(jid, **state)
+    store.replace_job(job, edited, now, disabled_reason="disabled over HTTP")
     gw.scheduler.wake()
     return JSONResponse(job_json(edited, store.get_state(jid)))
 
