@@ -153,3 +153,5 @@ def test_the_gateway_process_runs_jobs_created_over_http_and_stops_cleanly(tmp_p
     ]
     turns = [e for e in log if e.get("action") == "turn"]
     assert turns and all("run" in e and "session" in e for e in turns)
+    cron_turns = [e for e in turns if e["run"] in {r["run_id"] for r in rows.values()}]
+    assert len(cron_turns) == 2 and all(e.get("job") for e in cron_turns)

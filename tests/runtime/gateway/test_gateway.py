@@ -230,3 +230,36 @@ async def test_the_original_reports_isolated_job_succeeds_seven_times_in_a_row(t
             assert verify_transcript(path).ok
             kinds = {e.stamp["writer"] for e in read_transcript(path).entries}
             assert {"attempt", "model-snapshot", "metadata", "delivery"} <= kinds
+
+
+PLUGIN_MODULE = """
+from fencepost.runtime.gateway import hookimpl
+
+seen = []
+
+
+@hookimpl
+def fencepost_turn_finished(gateway, session_id, agent, run_id, result):
+    seen.append((session_id, result.status))
+"""
+
+
+async def test_a_third_party_plugin_installed_as_a_package_is_loaded_from_its_entry_point(
+    tmp_path, monkeypatch
+):
+    site = tmp_path / "site"
+    (site / "fp_thirdparty-1.0.dist-info").mkdir(parents=True)
+    (site / "fp_thirdparty.py").write_text(PLUGIN_MODULE)
+    (site / "fp_thirdparty-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fp-thirdparty\nVersion: 1.0\n"
+    )
+    (site / "fp_thirdparty-1.0.dist-info" / "entry_points.txt").write_text(
+        "[fencepost.plugins]\nthirdparty = fp_thirdparty\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    async with Gateway(StatePaths(tmp_path / "home"), config(model="scripted/b")) as g:
+        assert g.plugins.get_plugin("thirdparty") is not None
+        assert (await g.turn("s", "ops", prompt="hi")).ok
+    import fp_thirdparty
+
+    assert fp_thirdparty.seen == [("s", "ok")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import json
 import logging
@@ -64,6 +65,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("fencepost.gateway")
+
+#: The cron job a turn runs for, for its log lines (set in the scheduler's run task).
+_CURRENT_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("job", default=None)
 
 
 class GatewayBusyError(FencepostError):
@@ -498,6 +502,7 @@ class Gateway:
                 "action": "turn",
                 "session": session_id,
                 "run": run_id,
+                "job": _CURRENT_JOB.get(),
                 "status": result.status,
                 "elapsed_s": round(result.elapsed_s, 3),
             },
@@ -540,6 +545,7 @@ class Gateway:
         return job_validator(self.config)
 
     async def _execute(self, job: Job, ctx: RunContext) -> RunOutcome:
+        _CURRENT_JOB.set(job.job_id)  # this task's log lines name the job
         session_id = ctx.session_id or main_session_id(job.agent)
         payload = job.payload
         is_turn = payload.kind == "agent_turn"
