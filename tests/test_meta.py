@@ -81,6 +81,16 @@ def test_the_surface_uses_only_public_names_of_the_layers_below():
                 assert not any(p.startswith("_") for p in parts[2:]), f"{path} imports {name}"
 
 
+def test_the_runtime_uses_only_public_names_of_the_core_and_never_the_surface():
+    for path in _modules("runtime"):
+        for module, level in _imports(path):
+            name = _resolve(path, module, level)
+            assert not name.startswith("fencepost.surface"), f"{path} imports {name}"
+            if name.startswith("fencepost.core"):
+                parts = name.split(".")
+                assert not any(p.startswith("_") for p in parts[2:]), f"{path} imports {name}"
+
+
 def test_errors_is_a_leaf_module():
     for module, level in _imports(os.path.join(SRC, "errors.py")):
         assert level == 0 and module.split(".")[0] in sys.stdlib_module_names | {"__future__"}
