@@ -263,3 +263,35 @@ async def test_a_third_party_plugin_installed_as_a_package_is_loaded_from_its_en
     import fp_thirdparty
 
     assert fp_thirdparty.seen == [("s", "ok")]
+
+
+async def test_stopping_with_a_run_in_flight_records_it_interrupted_and_frees_the_session(
+    tmp_path,
+):
+    g = Gateway(StatePaths(tmp_path), config(), load_entry_points=False)
+    await g.start()
+    now = datetime.now(UTC)
+    job = new_job(
+        name="long",
+        agent="ops",
+        schedule=EverySchedule(3600, anchor=now),
+        payload=Payload("agent_turn", "think hard"),
+        now=now,
+        target="main",
+        model="scripted/slow",
+    )
+    g.cron.add_job(job, next_run_at=None)
+    handle = await g.scheduler.run_now(job.job_id)
+    while not g.lane_busy(main_session_id("ops")):
+        await asyncio.sleep(0.01)
+    await g.stop(grace_s=0.05)  # shorter than the 0.3 s model: the run is cut off
+    from fencepost.runtime.cron import CronStore
+
+    store = CronStore(tmp_path / "cron.db", create=False)
+    try:
+        assert store.get_run(handle.run_id).status == "interrupted"
+    finally:
+        store.close()
+    session = SessionStore(tmp_path / "sessions").session(main_session_id("ops"))
+    assert session.lease_holder() is None  # lease and lock released on the way out
+    assert verify_transcript(session.path).ok
