@@ -155,3 +155,16 @@ def test_the_gateway_process_runs_jobs_created_over_http_and_stops_cleanly(tmp_p
     assert turns and all("run" in e and "session" in e for e in turns)
     cron_turns = [e for e in turns if e["run"] in {r["run_id"] for r in rows.values()}]
     assert len(cron_turns) == 2 and all(e.get("job") for e in cron_turns)
+
+
+def test_a_busy_port_is_a_clear_error_not_a_traceback(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        got = procs.cli("gateway", "--home", str(tmp_path), "--port", str(port), timeout=30)
+    assert got.returncode == 2
+    assert b"cannot listen on 127.0.0.1:" in got.stderr and b"Traceback" not in got.stderr
+    assert not (tmp_path / "gateway.url").exists()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from ...errors import ConfigError
 from ...runtime.config import GatewayConfig, StatePaths, default_home
 from ...runtime.cron import CronStore
 from ...runtime.demo import demo_config, in_demo_mode, install_demo_jobs
@@ -21,6 +23,28 @@ from ._options import config_option, home_option
 from .agent import load_gateway_config
 
 __all__ = ["demo", "gateway", "serve"]
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """Bind here, so a busy port is a clear error instead of uvicorn exiting the process."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"cannot resolve server host {host!r}: {exc}", key="server.host"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; choose another port with --port "
+            "or [server] port (0 picks a free one)",
+            key="server.port",
+        ) from None
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -41,8 +65,13 @@ async def serve(
     """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully."""
     from ..http import close_streams, create_app
 
+    sock = _listen_socket(host or cfg.server.host, cfg.server.port if port is None else port)
     gw = Gateway(paths, cfg)
-    await gw.start()
+    try:
+        await gw.start()
+    except BaseException:
+        sock.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,20 +82,19 @@ async def serve(
         app = create_app(gw, token=token)
         config = uvicorn.Config(
             app,
-            host=host or cfg.server.host,
-            port=cfg.server.port if port is None else port,
             log_level="warning",
             log_config=None,  # dictConfig would close every handler, ours included
             lifespan="off",
         )
         server = _Server(config)
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if serving.done():
-                serving.result()  # raises the bind error
+                serving.result()
             await asyncio.sleep(0.02)
         bound = server.servers[0].sockets[0].getsockname()
-        url = f"http://{bound[0]}:{bound[1]}/"
+        where = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        url = f"http://{where}:{bound[1]}/"
         (paths.root / "gateway.url").write_text(url + "\n")
         if announce:
             click.echo(f"fencepost gateway on {paths.root}", err=True)
