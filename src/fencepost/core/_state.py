@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FencepostInternalError
@@ -79,7 +79,19 @@ class SessionState:
     pending: Pending | None
 
     def next(self, **changes: Any) -> SessionState:
-        return replace(self, gen=self.gen + 1, **changes)
+        """The next generation with ``changes`` (spelled out: on the hot path twice per append,
+        where ``dataclasses.replace`` was a measurable cost)."""
+        unknown = changes.keys() - {"epoch", "lease", "committed", "pending"}
+        if unknown:
+            raise TypeError(f"SessionState has no field(s) {sorted(unknown)}")
+        get = changes.get
+        return SessionState(
+            gen=self.gen + 1,
+            epoch=get("epoch", self.epoch),
+            lease=get("lease", self.lease),
+            committed=get("committed", self.committed),
+            pending=get("pending", self.pending),
+        )
 
 
 EMPTY_STATE = SessionState(gen=0, epoch=0, lease=None, committed=None, pending=None)

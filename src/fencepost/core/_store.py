@@ -442,7 +442,8 @@ class Session:
             committed = replace(
                 committed, dev=observed.dev, ino=observed.ino, mtime_ns=observed.mtime_ns
             )
-        after = replace(after, dev=observed.dev, ino=observed.ino)
+        if (after.dev, after.ino) != (observed.dev, observed.ino):
+            after = replace(after, dev=observed.dev, ino=observed.ino)
         fd = self._transcript_fd(observed)
         # Step 5: write-ahead intent, so a crash mid-write is attributable (RECOVERY-I1).
         intent = state.next(
@@ -476,18 +477,19 @@ class Session:
         self._appends += 1
         self._records += result.last_seq - result.first_seq + 1
         self._bytes += len(data)
-        self.store._notify(
-            TranscriptUpdated(
-                session_id=self.session_id,
-                path=self.path,
-                writer=writer,
-                run_id=run_id,
-                first_seq=result.first_seq,
-                last_seq=result.last_seq,
-                start_offset=result.start_offset,
-                end_offset=result.end_offset,
+        if self.store._subscribers:  # no event object when nobody listens
+            self.store._notify(
+                TranscriptUpdated(
+                    session_id=self.session_id,
+                    path=self.path,
+                    writer=writer,
+                    run_id=run_id,
+                    first_seq=result.first_seq,
+                    last_seq=result.last_seq,
+                    start_offset=result.start_offset,
+                    end_offset=result.end_offset,
+                )
             )
-        )
         return result
 
     def _encode_batch(
