@@ -125,6 +125,8 @@ async def test_the_model_snapshot_plugin_writes_cooperatively_inside_the_window(
     snaps = [r for r in entries if r.data.get("customType") == "model-snapshot"]
     assert [s.stamp["writer"] for s in snaps] == ["attempt", "model-snapshot"]
     assert snaps[1].data["data"]["runId"] == "r-1"
+    stats = gw.plugins.get_plugin("model-snapshot").statistics()
+    assert (stats.written, stats.refused) == (1, 0)
     assert verify_transcript(gw.store.session("s").path).ok
 
 

@@ -84,6 +84,7 @@ async def test_recording_trajectories_leaves_the_transcripts_as_the_turns_wrote_
         gateway=gw, session_id="s", run_id="x", event={"type": "first_token"}
     )
     assert plugin.written == written + 1
+    assert plugin.statistics().events_written == written + 1
     assert digests(tmp_path / "sessions") == before
 
 

@@ -8,6 +8,7 @@ answered (a fallback shows up here), the run and the time to first token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ....core import custom
@@ -17,15 +18,25 @@ from .._hooks import hookimpl
 if TYPE_CHECKING:
     from .._gateway import Gateway
 
-__all__ = ["ModelSnapshotPlugin"]
+__all__ = ["ModelSnapshotPlugin", "ModelSnapshotStatistics"]
+
+
+@dataclass(frozen=True)
+class ModelSnapshotStatistics:
+    written: int
+    refused: int  # an outside change was found (recorded as a fence event; not laundered)
 
 
 class ModelSnapshotPlugin:
     def __init__(self) -> None:
         self.written = 0
+        self.refused = 0
 
     def __repr__(self) -> str:
-        return f"<ModelSnapshotPlugin written={self.written}>"
+        return f"<ModelSnapshotPlugin written={self.written} refused={self.refused}>"
+
+    def statistics(self) -> ModelSnapshotStatistics:
+        return ModelSnapshotStatistics(self.written, self.refused)
 
     @hookimpl
     async def fencepost_model_answering(
@@ -42,4 +53,4 @@ class ModelSnapshotPlugin:
             )
             self.written += 1
         except OutsideProtocolChangeError:
-            pass  # refused and recorded as a fence event; the attempt's fence will name it
+            self.refused += 1  # recorded as a fence event; the attempt's fence will name it

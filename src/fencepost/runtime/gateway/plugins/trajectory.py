@@ -28,6 +28,7 @@ __all__ = [
     "TrajectoryLine",
     "TrajectoryNotFoundError",
     "TrajectoryPlugin",
+    "TrajectoryStatistics",
     "encode_event",
     "finished_event",
     "parse_trajectory",
@@ -123,6 +124,12 @@ def read_trajectory(
     return lines
 
 
+@dataclass(frozen=True)
+class TrajectoryStatistics:
+    events_written: int
+    turns_running: int
+
+
 class TrajectoryPlugin:
     """Built-in plugin ``trajectory``: appends each turn's events to the session's sidecar."""
 
@@ -132,6 +139,9 @@ class TrajectoryPlugin:
 
     def __repr__(self) -> str:
         return f"<TrajectoryPlugin written={self.written} running={len(self._agents)}>"
+
+    def statistics(self) -> TrajectoryStatistics:
+        return TrajectoryStatistics(events_written=self.written, turns_running=len(self._agents))
 
     def _record(self, gateway: Gateway, session_id: str, event: dict[str, Any]) -> None:
         line = {"time": gateway.clock.now().isoformat(timespec="milliseconds"), **event}
