@@ -174,12 +174,16 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise TranscriptFormatError(f"message.role must be one of {roles}")
 
 
+#: Built once: ``json.dumps`` with any option builds a new encoder per call (a hot-path cost).
+_RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """One compact UTF-8 JSON line, without the newline (Invariant FORMAT-I1)."""
     if not isinstance(record.get("type"), str):
         raise TranscriptFormatError("a record needs a string 'type'")
     try:
-        raw = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        raw = _RECORD_ENCODER.encode(record)
     except (TypeError, ValueError) as exc:
         raise TranscriptFormatError(f"record is not JSON-serialisable: {exc}") from exc
     data = raw.encode("utf-8", "surrogatepass")

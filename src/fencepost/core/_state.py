@@ -110,8 +110,11 @@ def _plain(state: SessionState) -> dict[str, Any]:
     }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once, not per call
+
+
 def _to_json(state: SessionState) -> bytes:
-    body = json.dumps(_plain(state), separators=(",", ":")).encode()
+    body = _ENCODER.encode(_plain(state)).encode()
     return f"{zlib.crc32(body):08x} ".encode() + body
 
 
