@@ -214,22 +214,17 @@ class Attempt:
         self._fence_epoch(state)
         mark = self._mark
         assert mark is not None
-        fast_before = session._fast
         try:
-            committed, _ = session._settle(state, writer="attempt", run_id=self.run_id)
+            committed, fast = session._settle_without_append(
+                state, writer="attempt", run_id=self.run_id
+            )
         except OutsideProtocolChangeError as exc:
             raise self._lose(exc.reason, exc.description) from None
-        if committed is None:  # the protocol has not written this transcript yet
-            self.arrived = ()
-            self._fast += 1
-            return
-        if session._fast > fast_before:
+        if fast or committed is None:  # None: the protocol has not written it yet
             self._fast += 1
         else:
             self._slow += 1
-            if committed != state.committed or state.pending is not None:
-                session._open_state().write(state.next(committed=committed, pending=None))
-        self.arrived = self._pick_up(mark, committed)
+        self.arrived = () if committed is None else self._pick_up(mark, committed)
 
     def _fence_epoch(self, state: SessionState) -> None:
         if fence_verdict(state, epoch=self.epoch, run_id=self.run_id) == "ours":
@@ -264,13 +259,13 @@ class Attempt:
         state = session._open_state().read()
         self._fence_epoch(state)
         try:
-            committed, _ = session._settle(state, writer="attempt", run_id=self.run_id)
+            committed, _ = session._settle_without_append(
+                state, writer="attempt", run_id=self.run_id
+            )
         except OutsideProtocolChangeError as exc:
             raise self._lose(exc.reason, exc.description) from None
         if committed is None:  # nothing written yet: an empty mark
             return FileState(0, 0, 0, 0, -1, None, None)
-        if committed != state.committed or state.pending is not None:
-            session._open_state().write(state.next(committed=committed, pending=None))
         session._transcript_fd()  # kept open: a recreated file cannot reuse the inode
         return committed
 

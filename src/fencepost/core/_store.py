@@ -726,10 +726,19 @@ class Session:
             if state.committed is None or self._observe() is None:
                 return 0
             before = len(self.fence_events())
-            committed, _ = self._settle(state, writer="operator", run_id=None)
-            if committed is not None and (committed != state.committed or state.pending):
-                state_file.write(state.next(committed=committed, pending=None))
+            self._settle_without_append(state, writer="operator", run_id=None)
             return len(self.fence_events()) - before
+
+    def _settle_without_append(
+        self, state: SessionState, *, writer: str, run_id: str | None
+    ) -> tuple[FileState | None, bool]:
+        """Steps 1-4 with no append after them: the settled committed state, persisted when
+        settling changed it, and whether the fast path took it. Caller holds the write lock."""
+        fast_before = self._fast
+        committed, _ = self._settle(state, writer=writer, run_id=run_id)
+        if committed is not None and (committed != state.committed or state.pending is not None):
+            self._open_state().write(state.next(committed=committed, pending=None))
+        return committed, self._fast > fast_before
 
     async def adopt(self, *, note: str, timeout_s: float | None = None) -> AppendResult | None:
         """Operator action: accept a change made outside the protocol, after inspecting it.
