@@ -24,7 +24,14 @@ from ._format import (
     session_info,
     thinking_level_change,
 )
-from ._lease import DEFAULT_LEASE_TTL_S, Attempt, AttemptStatistics, decide_lease, fence_verdict
+from ._lease import (
+    DEFAULT_LEASE_TTL_S,
+    Attempt,
+    AttemptStatistics,
+    decide_lease,
+    fence_verdict,
+    holder_alive,
+)
 from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate_writer_kind
 from ._state import LeaseHolder
 from ._store import (
@@ -82,6 +89,7 @@ __all__ = [
     "custom_message",
     "decide_lease",
     "fence_verdict",
+    "holder_alive",
     "decode_stamped",
     "iter_lines",
     "label",

@@ -9,7 +9,6 @@ reported (the next attempt takes it over). It never deletes or rewrites a transc
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -17,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..core import LeaseHolder, Session, SessionStore, verify_transcript
+from ..core import Session, SessionStore, holder_alive, verify_transcript
 from ..errors import ConfigError, FencepostError, OutsideProtocolChangeError
 from .config import StatePaths, load_config
+from .gateway import running_gateway
 
 __all__ = ["Finding", "Status", "run_doctor"]
 
@@ -79,31 +79,18 @@ def _check_config(paths: StatePaths, config: str | None) -> list[Finding]:
 
 
 def _check_gateway_lock(paths: StatePaths) -> list[Finding]:
-    import fcntl
-
-    lock = paths.gateway_lock
-    if not lock.exists():
+    if not paths.gateway_lock.exists():
         return [Finding("gateway", "ok", "no gateway has run here yet")]
-    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return [Finding("gateway", "ok", "not running")]
-        except BlockingIOError:
-            try:
-                owner = json.loads(lock.read_text() or "{}")
-            except ValueError:
-                owner = {}
-            return [
-                Finding(
-                    "gateway",
-                    "ok",
-                    f"running (pid {owner.get('pid', '?')} since {owner.get('since', '?')})",
-                )
-            ]
-    finally:
-        os.close(fd)
+    owner = running_gateway(paths)
+    if owner is None:
+        return [Finding("gateway", "ok", "not running")]
+    return [
+        Finding(
+            "gateway",
+            "ok",
+            f"running (pid {owner.get('pid', '?')} since {owner.get('since', '?')})",
+        )
+    ]
 
 
 def _check_cron_db(paths: StatePaths) -> list[Finding]:
@@ -207,7 +194,7 @@ async def _check_session(session: Session, *, fix: bool) -> list[Finding]:
             )
     holder = session.lease_holder()
     if holder is not None:
-        alive = _alive(holder)
+        alive = holder_alive(holder)
         if alive is False:
             out.append(
                 Finding(
@@ -233,20 +220,6 @@ def _tail_facts(session: Session) -> tuple[int, bool]:
         size = f.seek(0, os.SEEK_END)
         torn = bool(size) and os.pread(f.fileno(), 1, size - 1) != b"\n"
     return quarantined, torn
-
-
-def _alive(holder: LeaseHolder) -> bool | None:
-    import socket
-
-    if holder.host != socket.gethostname():
-        return None
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_plugins(paths: StatePaths) -> list[Finding]:
