@@ -32,6 +32,7 @@ __all__ = [
     "HeartbeatConfig",
     "ServerConfig",
     "load_config",
+    "state_config",
     "parse_config",
     "STARTER_CONFIG",
 ]
@@ -383,6 +384,14 @@ def parse_config(
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
     return GatewayConfig(providers, agents, cron, server, plugins, durability, path, scripts)
+
+
+def state_config(paths: StatePaths, config: str | os.PathLike[str] | None = None) -> GatewayConfig:
+    """``config`` if given, else ``<state dir>/fencepost.toml`` if present, else the embedded
+    defaults (``GatewayConfig()``)."""
+    if config is not None or paths.config.exists():
+        return load_config(config if config is not None else paths.config)
+    return GatewayConfig()
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

@@ -11,14 +11,21 @@ situation that failed every time under the stat-fingerprint fence (DESIGN.md §1
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .config import AgentConfig, GatewayConfig, HeartbeatConfig
+from .config import AgentConfig, GatewayConfig, HeartbeatConfig, StatePaths, state_config
 from .cron import CronStore, Delivery, EverySchedule, Payload, new_job
 from .providers import ScriptStep
 
-__all__ = ["DEMO_PREFIX", "demo_config", "in_demo_mode", "install_demo_jobs"]
+__all__ = [
+    "DEMO_PREFIX",
+    "demo_config",
+    "gateway_config",
+    "in_demo_mode",
+    "install_demo_jobs",
+]
 
 #: Demo jobs are named with this prefix; any other job means the user has real jobs.
 DEMO_PREFIX = "demo: "
@@ -97,3 +104,26 @@ def install_demo_jobs(store: CronStore, now: datetime) -> int:
         store.add_job(job, next_run_at=now + timedelta(seconds=3 + 4 * i))
         added += 1
     return added
+
+
+def gateway_config(
+    paths: StatePaths,
+    config: str | os.PathLike[str] | None = None,
+    *,
+    install: bool = False,
+    force_demo: bool = False,
+    slow_first_token_s: float = 20.0,
+) -> tuple[GatewayConfig, int | None]:
+    """The config a gateway on ``paths`` runs with, and the demo jobs ``install`` added (None
+    when not in demo mode). Demo mode: no config file and no real job yet, or ``force_demo``."""
+    has_config = config is not None or paths.config.exists()
+    cfg = GatewayConfig() if force_demo else state_config(paths, config)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    store = CronStore(paths.cron_db, create=True)
+    try:
+        if not force_demo and not in_demo_mode(store, has_config):
+            return cfg, None
+        added = install_demo_jobs(store, datetime.now(UTC)) if install else 0
+    finally:
+        store.close()
+    return demo_config(slow_first_token_s=slow_first_token_s), added

@@ -17,7 +17,7 @@ from ...runtime.config import (
     StatePaths,
     agent_spec,
     default_home,
-    load_config,
+    state_config,
 )
 from ...runtime.providers import (
     AttemptFailed,
@@ -29,15 +29,7 @@ from ...runtime.providers import (
 )
 from ._options import config_option, home_option
 
-__all__ = ["agent", "load_gateway_config"]
-
-
-def load_gateway_config(home: Path, config: str | None) -> GatewayConfig:
-    """``--config``, else ``<home>/fencepost.toml`` if present, else the embedded defaults."""
-    path = Path(config) if config else StatePaths(home).config
-    if config or path.exists():
-        return load_config(path)
-    return GatewayConfig()
+__all__ = ["agent"]
 
 
 @click.group()
@@ -66,7 +58,7 @@ def run(
 ) -> None:
     """Run one turn and print the reply as it streams."""
     paths = StatePaths(home or default_home())
-    cfg = load_gateway_config(paths.root, config)
+    cfg = state_config(paths, config)
     agents = dict(cfg.agents) or {DEFAULT_AGENT.name: DEFAULT_AGENT}
     name = agent_name or next(iter(agents))
     if name not in agents:

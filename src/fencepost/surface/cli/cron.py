@@ -72,10 +72,10 @@ def _open(state_dir: str | None, *, create: bool = False) -> Iterator[CronStore]
 
 def _validator(state_dir: str | None) -> JobValidator:
     """Agents and models are checked against the config the gateway will run with."""
+    from ...runtime.config import StatePaths, state_config
     from ...runtime.gateway import job_validator
-    from .agent import load_gateway_config
 
-    return job_validator(load_gateway_config(Path(state_dir or default_state_dir()), None))
+    return job_validator(state_config(StatePaths(Path(state_dir or default_state_dir()))))
 
 
 def _now() -> datetime:

@@ -19,10 +19,9 @@ from rich.console import Console
 
 from ...errors import FencepostError
 from ...runtime.config import StatePaths
-from ...runtime.cron import CronStore, RunRecord
-from ...runtime.demo import demo_config, in_demo_mode
+from ...runtime.cron import RunRecord
+from ...runtime.demo import gateway_config
 from ...runtime.gateway import Gateway, running_gateway
-from .agent import load_gateway_config
 from .cron import cron, default_state_dir, json_option, state_dir_option
 
 __all__ = ["run"]
@@ -81,14 +80,7 @@ def _via_gateway(owner: dict[str, Any], job_id: str, wait: bool) -> dict[str, An
 async def _in_process(
     paths: StatePaths, config: str | None, job_id: str, *, quiet: bool
 ) -> dict[str, Any]:
-    has_config = config is not None or paths.config.exists()
-    cfg = load_gateway_config(paths.root, config)
-    store = CronStore(paths.cron_db, create=True)
-    try:
-        if in_demo_mode(store, has_config):
-            cfg = demo_config()
-    finally:
-        store.close()
+    cfg, _ = gateway_config(paths, config)  # the config a gateway here would run with
     gw = Gateway(paths, cfg)
     await gw.start(background=False)
     console = Console(stderr=True, highlight=False)

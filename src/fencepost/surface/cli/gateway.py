@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -16,11 +15,9 @@ import uvicorn
 
 from ...errors import ConfigError
 from ...runtime.config import GatewayConfig, StatePaths, default_home
-from ...runtime.cron import CronStore
-from ...runtime.demo import demo_config, in_demo_mode, install_demo_jobs
+from ...runtime.demo import gateway_config
 from ...runtime.gateway import Gateway
 from ._options import config_option, home_option
-from .agent import load_gateway_config
 
 __all__ = ["demo", "gateway", "serve"]
 
@@ -114,24 +111,20 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
-def _demo_or(
-    paths: StatePaths, cfg: GatewayConfig, has_config: bool, *, force: bool, slow_s: float
+def _config(
+    paths: StatePaths, config: str | None, *, force_demo: bool, slow_s: float
 ) -> GatewayConfig:
-    """The demo config (and its jobs) while there is no config file and no real job."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    store = CronStore(paths.cron_db, create=True)
-    try:
-        if not force and not in_demo_mode(store, has_config):
-            return cfg
-        added = install_demo_jobs(store, datetime.now(UTC))
-    finally:
-        store.close()
-    click.echo(
-        f"demo mode: 2 scripted agents (analyst: ~{slow_s:g} s to first token, assistant: fast), "
-        f"3 jobs every minute ({added} added); add a real job or a fencepost.toml to leave it",
-        err=True,
+    cfg, added = gateway_config(
+        paths, config, install=True, force_demo=force_demo, slow_first_token_s=slow_s
     )
-    return demo_config(slow_first_token_s=slow_s)
+    if added is not None:
+        click.echo(
+            f"demo mode: 2 scripted agents (analyst: ~{slow_s:g} s to first token, assistant: "
+            f"fast), 3 jobs every minute ({added} added); add a real job or a fencepost.toml "
+            "to leave it",
+            err=True,
+        )
+    return cfg
 
 
 port_option = click.option(
@@ -150,9 +143,7 @@ def gateway(home: Path | None, config: str | None, host: str | None, port: int |
     With no config file and no jobs yet it runs in demo mode: scripted agents and demo jobs.
     """
     paths = StatePaths(home or default_home())
-    has_config = config is not None or paths.config.exists()
-    cfg = load_gateway_config(paths.root, config)
-    cfg = _demo_or(paths, cfg, has_config, force=False, slow_s=20.0)
+    cfg = _config(paths, config, force_demo=False, slow_s=20.0)
     asyncio.run(serve(paths, cfg, host=host, port=port))
 
 
@@ -168,5 +159,5 @@ def demo(home: Path | None, port: int | None, slow_s: float) -> None:
 
     root = home or Path(tempfile.mkdtemp(prefix="fencepost-demo-"))
     paths = StatePaths(root)
-    cfg = _demo_or(paths, GatewayConfig(), False, force=True, slow_s=slow_s)
+    cfg = _config(paths, None, force_demo=True, slow_s=slow_s)
     asyncio.run(serve(paths, cfg, port=port))

@@ -9,11 +9,10 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ...runtime.config import StatePaths, default_home
+from ...runtime.config import StatePaths, default_home, state_config
 from ...runtime.gateway.plugins.memory import MemoryHit, note_workspaces, search_memory
 from . import _render
 from ._options import config_option, home_option
-from .agent import load_gateway_config
 
 __all__ = ["memory"]
 
@@ -48,7 +47,7 @@ def search(
     paths = StatePaths(home or default_home())
     workspaces = None
     if reindex:
-        cfg = load_gateway_config(paths.root, config)
+        cfg = state_config(paths, config)
         workspaces = note_workspaces(paths, cfg.agents)
     hits = search_memory(
         paths.root, query, agent=agent_name, limit=limit, reindex=reindex, workspaces=workspaces
