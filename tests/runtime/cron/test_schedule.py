@@ -214,3 +214,18 @@ def test_schedules_round_trip_through_json():
         CronSchedule("0 7 * * 1-5", "Europe/Berlin", 42.0),
     ):
         assert schedule_from_json(schedule_to_json(s)) == s
+
+
+def test_parse_since_takes_a_duration_ago_or_an_iso_time_and_names_the_key():
+    from datetime import UTC, datetime, timedelta
+
+    from fencepost import InvalidScheduleError
+    from fencepost.runtime.cron import parse_since
+
+    now = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    assert parse_since("2h30m", now) == now - timedelta(hours=2, minutes=30)
+    assert parse_since("2026-03-01T07:00", now) == datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
+    assert parse_since("2026-03-01T07:00+01:00", now).utcoffset() == timedelta(hours=1)
+    with pytest.raises(InvalidScheduleError) as info:
+        parse_since("yesterday-ish", now)
+    assert info.value.key == "since"

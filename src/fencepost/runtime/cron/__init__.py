@@ -60,6 +60,7 @@ from ._schedule import (
     parse_cron,
     parse_duration_s,
     parse_every,
+    parse_since,
     schedule_from_json,
     schedule_to_json,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "parse_delivery",
     "parse_duration_s",
     "parse_every",
+    "parse_since",
     "parse_target",
     "plan_catchup",
     "plan_slots",

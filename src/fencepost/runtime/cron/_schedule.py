@@ -32,6 +32,7 @@ __all__ = [
     "parse_cron",
     "parse_duration_s",
     "parse_every",
+    "parse_since",
     "schedule_from_json",
     "schedule_to_json",
     "utc",
@@ -166,6 +167,22 @@ def default_stagger_s(job_id: str, expr: str, window_s: float = DEFAULT_STAGGER_
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_since(text: str, now: datetime, *, key: str = "since") -> datetime:
+    """A point in the past from a duration ago ("2h", "1d") or an ISO time (UTC unless it says
+    otherwise), for ledger filters; anything else is an InvalidScheduleError naming ``key``."""
+    try:
+        return now - timedelta(seconds=parse_duration_s(text, key=key))
+    except InvalidScheduleError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidScheduleError(
+            f"{key} {text!r}: give a duration ago (2h, 1d) or an ISO time", key=key
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def parse_duration_s(text: str, *, key: str = "duration") -> float:

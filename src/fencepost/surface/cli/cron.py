@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from ...runtime.cron import (
     parse_delivery,
     parse_duration_s,
     parse_every,
+    parse_since,
     parse_target,
 )
 from . import _render
@@ -444,22 +445,6 @@ def rm(state_dir: str | None, as_json: bool, job_id: str) -> None:
         click.echo(f"removed job {jid} ({job.name}); its runs stay in the ledger")
 
 
-def _since(text: str | None, now: datetime) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return now - timedelta(seconds=parse_duration_s(text, key="since"))
-    except InvalidScheduleError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{text!r}: give a duration ago (2h, 1d) or an ISO time", param_hint="--since"
-        ) from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 @cron.command()
 @state_dir_option
 @json_option
@@ -489,7 +474,7 @@ def runs(
         rows = store.runs(
             job_id=jid,
             status=list(statuses) or None,
-            since=_since(since, _now()),
+            since=None if since is None else parse_since(since, _now()),
             before_seq=before_seq,
             limit=limit,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from starlette.requests import Request
@@ -18,7 +18,7 @@ from starlette.routing import Route
 import fencepost
 
 from ...core import verify_transcript
-from ...errors import InvalidJobError, InvalidScheduleError, SessionNotFoundError
+from ...errors import InvalidJobError, SessionNotFoundError
 from ...runtime.cron import (
     CronStore,
     Job,
@@ -26,7 +26,7 @@ from ...runtime.cron import (
     RunRecord,
     RunStatus,
     next_run_after,
-    parse_duration_s,
+    parse_since,
 )
 from ...runtime.gateway import Gateway
 from ._errors import ApiError
@@ -208,25 +208,6 @@ async def run_job(request: Request) -> Response:
 # ---- runs -----------------------------------------------------------------------------------
 
 
-def _since(text: str | None, now: datetime) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return now - timedelta(seconds=parse_duration_s(text, key="since"))
-    except InvalidScheduleError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(
-            422,
-            "invalid",
-            f"since {text!r}: give a duration ago (2h, 1d) or an ISO time",
-            field="since",
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def runs_query(request: Request) -> tuple[list[RunRecord], int | None]:
     """A ledger page from ``?job=&status=&since=&limit=&before=``, and the next ``before``."""
     gw = gateway_of(request)
@@ -247,7 +228,7 @@ def runs_query(request: Request) -> tuple[list[RunRecord], int | None]:
     rows = gw.cron.runs(
         job_id=job,
         status=statuses or None,
-        since=_since(q.get("since"), _now(gw)),
+        since=parse_since(q["since"], _now(gw)) if q.get("since") else None,
         before_seq=int_query(request, "before", None, 0, 2**62),
         limit=limit,
     )
