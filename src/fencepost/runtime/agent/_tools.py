@@ -17,8 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx2
-
 from ...errors import ConfigError
 from ..providers import ToolSpec
 
@@ -153,6 +151,8 @@ async def _write_file(args: Mapping[str, Any], ctx: ToolContext) -> str:
 
 
 async def _http_get(args: Mapping[str, Any], ctx: ToolContext) -> str:
+    import httpx2  # only when the tool runs: 40 ms of import nobody else on this path needs
+
     url = str(args["url"])
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
