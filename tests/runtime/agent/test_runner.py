@@ -11,7 +11,6 @@ import pytest
 from fencepost import SessionStore, custom, label, message, read_transcript, verify_transcript
 from fencepost.runtime.agent import AgentSpec, Tool, ToolFailed, ToolRegistry, run_turn
 from fencepost.runtime.providers import (
-    FirstTokenReceived,
     ProviderRegistry,
     ScriptedProvider,
     ScriptedToolCall,
@@ -341,7 +340,3 @@ async def test_an_unknown_model_is_refused_before_the_lease_is_taken(store):
                 prompt="go",
             )
     assert not store.session("s").exists()
-
-
-def test_first_token_event_is_public():
-    assert FirstTokenReceived(0.1).elapsed_s == 0.1
