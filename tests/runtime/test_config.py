@@ -31,6 +31,8 @@ def test_the_starter_config_loads(tmp_path):
         ),
         ('[agents.a]\nmodel = "nowhere/x"\n', "agents.a.model", 2, "unknown provider 'nowhere'"),
         ('[agents.a]\nmodel = "no-slash"\n', "agents.a.model", 2, "not 'provider/model'"),
+        ('[agents.a]\nmodel = "scripted/nope"\n', "agents.a.model", 2, "no script named 'nope'"),
+        ("[scripts.s]\nsteps = []\n", "scripts.s", 1, "non-empty list of steps"),
         ("[agents.a]\ntools = []\n", "agents.a", 1, "needs a model"),
         (
             '[providers.o]\napi = "openai"\napi_key = "sk-123"\n',
