@@ -5,7 +5,6 @@ plugins and (from the surface) the HTTP server. See docs/design/gateway.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import fcntl
 import json
@@ -279,15 +278,12 @@ class Gateway:
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Graceful: no new runs; in-flight runs get ``grace_s`` to finish, then are cancelled
         (the ledger records them ``interrupted``); leases and locks are released."""
-        if self.started_at is None and self._lock_fd is None:
-            return
-        with contextlib.suppress(AttributeError):
-            self.scheduler._stopping = True  # no new dispatches while we wait
-            self.scheduler.wake()
-            try:
-                await asyncio.wait_for(self.scheduler.stop(cancel_running=False), grace_s)
-            except TimeoutError:
-                await self.scheduler.stop(cancel_running=True)
+        if self.started_at is None:
+            return  # never started, or already stopped (a failed start closed everything)
+        try:  # stop() refuses new dispatches at once, then waits for the runs in flight
+            await asyncio.wait_for(self.scheduler.stop(cancel_running=False), grace_s)
+        except TimeoutError:
+            await self.scheduler.stop(cancel_running=True)
         for task in list(self._background):
             task.cancel()
         if self._background:
