@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -22,7 +23,7 @@ from fencepost.core import (
     session_info,
     thinking_level_change,
 )
-from fencepost.core._format import encode_record, make_header, validate_entry
+from fencepost.core._format import encode_record, make_header, utc_timestamp, validate_entry
 
 HEADER = make_header("s", cwd="/w", timestamp="2026-01-01T00:00:00.000Z")
 
@@ -160,3 +161,12 @@ def test_any_json_objects_with_a_type_round_trip(extras):
     t = parse_transcript(data)
     assert [json.loads(r.raw) for r in t.entries] == [r.data for r in t.entries]
     assert b"".join(r.raw + b"\n" for r in t.entries) == data.split(b"\n", 1)[1]
+
+
+@given(st.integers(min_value=0, max_value=2**62))
+def test_timestamps_are_the_isoformat_of_the_instant_truncated_to_milliseconds(now_ns):
+    """utc_timestamp formats each second once (a hot-path cost); it must say what datetime says."""
+    dt = datetime.fromtimestamp(now_ns // 1_000_000_000, UTC).replace(
+        microsecond=now_ns % 1_000_000_000 // 1000
+    )
+    assert utc_timestamp(now_ns) == dt.isoformat(timespec="milliseconds")[:-6] + "Z"

@@ -23,6 +23,7 @@ __all__ = [
     "WriterKind",
     "BUILTIN_WRITER_KINDS",
     "Stamp",
+    "stamp_json",
     "line_hash",
     "prefix_digest",
     "validate_writer_kind",
@@ -71,6 +72,28 @@ def validate_writer_kind(writer: str) -> str:
     raise ValueError(f"unknown writer kind {writer!r}; use one of {known} or 'plugin:<name>'")
 
 
+def stamp_json(
+    writer: str,
+    run_id: str | None,
+    epoch: int,
+    seq: int,
+    prev: str | None,
+    adopted: tuple[int, str | None] | None = None,
+) -> dict[str, Any]:
+    """The stamp as it is written (the store calls this directly on its hot path)."""
+    out: dict[str, Any] = {
+        "v": STAMP_VERSION,
+        "writer": writer,
+        "run_id": run_id,
+        "epoch": epoch,
+        "seq": seq,
+        "prev": prev,
+    }
+    if adopted is not None:
+        out["adopted"] = {"bytes": adopted[0], "sha256": adopted[1]}
+    return out
+
+
 @dataclass(frozen=True)
 class Stamp:
     writer: str
@@ -82,17 +105,8 @@ class Stamp:
     adopted_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "v": STAMP_VERSION,
-            "writer": self.writer,
-            "run_id": self.run_id,
-            "epoch": self.epoch,
-            "seq": self.seq,
-            "prev": self.prev,
-        }
-        if self.adopted_bytes is not None:
-            out["adopted"] = {"bytes": self.adopted_bytes, "sha256": self.adopted_sha256}
-        return out
+        adopted = None if self.adopted_bytes is None else (self.adopted_bytes, self.adopted_sha256)
+        return stamp_json(self.writer, self.run_id, self.epoch, self.seq, self.prev, adopted)
 
     @classmethod
     def from_json(cls, value: object) -> Stamp:

@@ -51,7 +51,7 @@ from ._format import (
     validate_entry,
 )
 from ._lease import DEFAULT_LEASE_TTL_S, Attempt, open_attempt
-from ._stamp import STAMP_KEY, Stamp, line_hash, validate_writer_kind
+from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_writer_kind
 from ._state import FileState, LeaseHolder, Pending, SessionState, StateFile, read_state
 from ._writelock import WriteLock, WriteLockStatistics, hostname
 
@@ -516,10 +516,9 @@ class Session:
                 rec.setdefault("id", _entry_id(self._salt, seq))
                 rec.setdefault("parentId", leaf)
                 rec.setdefault("timestamp", now)
-            stamp = Stamp(writer, run_id, epoch, seq, prev)
-            if adopted is not None and not lines:
-                stamp = replace(stamp, adopted_bytes=adopted[0], adopted_sha256=adopted[1])
-            rec[STAMP_KEY] = stamp.to_json()
+            rec[STAMP_KEY] = stamp_json(
+                writer, run_id, epoch, seq, prev, adopted if not lines else None
+            )
             raw = encode_record(rec)  # refuses oversize records before anything is written
             lines.append(raw)
             prev = line_hash(raw)

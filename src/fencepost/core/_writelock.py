@@ -21,10 +21,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from ..errors import LockHolder, LockTimeoutError
+from ._format import utc_iso_ms
 
 __all__ = [
     "WriteLock",
@@ -54,15 +53,22 @@ def hostname() -> str:
 #: The owner record is padded to this size (a longer one is written whole and truncated).
 OWNER_RECORD_BYTES = 512
 
-_identity: tuple[int, dict[str, Any]] | None = None
+_identity: tuple[int, str] | None = None
+_str = json.encoder.encode_basestring_ascii  # the C escaper
 
 
-def _this_process() -> dict[str, Any]:
-    """pid, start time and host of this process, read once per process (fork-safe)."""
+def _s(value: str | None) -> str:
+    return "null" if value is None else _str(value)
+
+
+def _this_process() -> str:
+    """The owner record's first fields (pid, start time, host) as JSON, built once per process
+    (fork-safe)."""
     global _identity
     pid = os.getpid()
     if _identity is None or _identity[0] != pid:
-        _identity = (pid, {"pid": pid, "pid_start": process_start_time(pid), "host": hostname()})
+        start, host = process_start_time(pid), hostname()
+        _identity = (pid, f'{{"pid":{pid},"pid_start":{_s(start)},"host":{_s(host)}')
     return _identity[1]
 
 
@@ -243,13 +249,11 @@ class WriteLock:
         return LockTimeoutError(self.path, timeout_s, read_owner_record(self.path))
 
     def _write_owner(self, run_id: str | None, writer: str | None) -> None:
-        rec = {
-            **_this_process(),
-            "run_id": run_id,
-            "writer": writer,
-            "since": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        data = json.dumps(rec).encode() + b"\n"
+        # Spelled out rather than json.dumps: it is written on every acquisition.
+        data = (
+            f'{_this_process()},"run_id":{_s(run_id)},"writer":{_s(writer)},'
+            f'"since":"{utc_iso_ms()}+00:00"}}\n'
+        ).encode()
         fd = self._lock_fd()
         # Padded to a fixed size so the common case needs no truncate (JSON ignores the blanks).
         os.pwrite(fd, data.ljust(OWNER_RECORD_BYTES), 0)
