@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -32,6 +33,38 @@ def raw_loop(path: str, n: int, sync: str) -> float:
             os.fdatasync(fd)
     dt = time.perf_counter() - t0
     os.close(fd)
+    return n / dt
+
+
+def protocol_floor(path: str, n: int) -> float:
+    """The system calls of one durable protocol append, with every byte encoded beforehand.
+
+    The same sequence as ``Session.append`` (docs/design/write-protocol.md, steps 1-9): lock, owner
+    record, read the state, stat, intent, write, fdatasync, sentinel mtime, commit, unlock. What
+    it costs over the raw loop is the I/O design; what fencepost costs over it is Python work.
+    """
+    line = json.dumps({**RECORD, "id": "00000000", "parentId": None, "fencepost": {}}).encode()
+    line = line.ljust(440) + b"\n"
+    slot, owner = b"0" * 2047 + b"\n", b"o" * 511 + b"\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    state = os.open(path + ".state", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(state, slot + slot, 0)
+    t0 = time.perf_counter()
+    for i in range(n):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(lock, owner, 0)
+        os.pread(state, 4096, 0)
+        os.stat(path)
+        os.pwrite(state, slot, 2048 * (i % 2))
+        os.write(fd, line)
+        os.fdatasync(fd)
+        os.utime(fd, ns=(0, (time.time_ns() // 10**9 - 2) * 10**9))
+        os.pwrite(state, slot, 2048 * ((i + 1) % 2))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    dt = time.perf_counter() - t0
+    for f in (fd, state, lock):
+        os.close(f)
     return n / dt
 
 
@@ -63,6 +96,9 @@ def main() -> None:
             n, nb = args.records, args.buffered_records
             rows.setdefault("raw write+fsync", []).append(raw_loop(f"{d}/raw1", n, "fsync"))
             rows.setdefault("raw write+fdatasync", []).append(raw_loop(f"{d}/raw2", n, "fdatasync"))
+            rows.setdefault("protocol system calls alone (no Python work)", []).append(
+                protocol_floor(f"{d}/floor", n)
+            )
             rows.setdefault("fencepost durable (fsync)", []).append(
                 asyncio.run(store_loop(f"{d}/s1", n, "fsync"))
             )
