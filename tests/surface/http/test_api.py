@@ -382,3 +382,19 @@ async def test_a_takeover_row_in_the_ledger_is_served_with_its_fence_description
     assert [
         r["run_id"] for r in (await client.get("/api/runs?status=takeover")).json()["runs"]
     ] == ["r-takeover"]
+
+
+async def test_a_big_transcript_is_read_off_the_event_loop(client, gw):
+    """Invariant HTTP-I7: while a page of a big transcript is read and parsed, the gateway's loop
+    keeps serving (turns, heartbeats and other requests do not wait for it)."""
+    session = gw.store.session("big")
+    filler = custom("bulk", {"text": "x" * 400})
+    for _ in range(600):
+        await session.append([filler] * 100, writer="metadata")
+    for path in ("/api/sessions/big", "/sessions/big", "/api/sessions/big/verify"):
+        big = asyncio.create_task(client.get(path))
+        await asyncio.sleep(0.2)  # returns only if the loop is free while the big read runs
+        health = await client.get("/api/health")
+        assert health.status_code == 200
+        assert not big.done(), f"{path} held the event loop"
+        assert (await big).status_code == 200

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, get_args
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -263,7 +264,7 @@ def sessions_list(gw: Gateway, offset: int, limit: int) -> tuple[list[dict[str, 
 async def list_sessions(request: Request) -> Response:
     offset = int_query(request, "offset", 0, 0, 2**31) or 0
     limit = int_query(request, "limit", 200, 1, 1000) or 200
-    rows, total = sessions_list(gateway_of(request), offset, limit)
+    rows, total = await run_in_threadpool(sessions_list, gateway_of(request), offset, limit)
     return JSONResponse({"sessions": rows, "total": total})
 
 
@@ -288,9 +289,12 @@ def session_page(gw: Gateway, session_id: str, offset: int, limit: int) -> dict[
 async def get_session(request: Request) -> Response:
     offset = int_query(request, "offset", 0, 0, 2**31) or 0
     limit = int_query(request, "limit", DEFAULT_RECORDS_PAGE, 1, 5000) or DEFAULT_RECORDS_PAGE
-    return JSONResponse(
-        session_page(gateway_of(request), request.path_params["session_id"], offset, limit)
+    # Reading and parsing a transcript is O(its size): in a worker thread, never on the loop
+    # that runs the gateway's turns (Invariant HTTP-I7).
+    page = await run_in_threadpool(
+        session_page, gateway_of(request), request.path_params["session_id"], offset, limit
     )
+    return JSONResponse(page)
 
 
 def verify_json(gw: Gateway, session_id: str) -> dict[str, Any]:
@@ -302,13 +306,16 @@ def verify_json(gw: Gateway, session_id: str) -> dict[str, Any]:
 
 
 async def verify_session(request: Request) -> Response:
-    return JSONResponse(verify_json(gateway_of(request), request.path_params["session_id"]))
+    report = await run_in_threadpool(
+        verify_json, gateway_of(request), request.path_params["session_id"]
+    )
+    return JSONResponse(report)
 
 
 async def session_events(request: Request) -> Response:
     gw = gateway_of(request)
     session = gw.store.session(request.path_params["session_id"])
-    snap = snapshot(session)
+    snap = await run_in_threadpool(snapshot, session)
     total = len(snap.transcript.entries)
     last_id = request.headers.get("last-event-id")
     if last_id is not None and last_id.strip().lstrip("-").isdigit():

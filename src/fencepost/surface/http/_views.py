@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from ...runtime.gateway import Gateway
 from ._api import (
     gateway_of,
     int_query,
@@ -106,7 +108,7 @@ async def runs_page(request: Request) -> Response:
 
 async def sessions_page(request: Request) -> Response:
     offset = int_query(request, "offset", 0, 0, 2**31) or 0
-    rows, total = sessions_list(gateway_of(request), offset, 200)
+    rows, total = await run_in_threadpool(sessions_list, gateway_of(request), offset, 200)
     return _render(
         request,
         "sessions.html",
@@ -119,20 +121,17 @@ async def sessions_page(request: Request) -> Response:
     )
 
 
-async def session_page(request: Request) -> Response:
-    gw = gateway_of(request)
-    session_id = request.path_params["session_id"]
+def _session_view(gw: Gateway, session_id: str, offset: int | None) -> dict[str, Any]:
+    """Everything the session page shows. O(transcript size): run in a worker thread
+    (Invariant HTTP-I7)."""
     session = gw.store.session(session_id)
     snap = snapshot(session)
     rows = tree_rows(snap.transcript)
     default = max(0, len(rows) - PAGE_RECORDS)
-    offset = int_query(request, "offset", default, 0, 2**31)
     offset = default if offset is None else offset
     shown = rows[offset : offset + PAGE_RECORDS]
     at_end = offset + len(shown) >= len(rows)
-    return _render(
-        request,
-        "session.html",
+    return dict(
         title=f"Session {session_id}",
         nav="sessions",
         session_id=session_id,
@@ -148,6 +147,15 @@ async def session_page(request: Request) -> Response:
         agents=sorted(gw.agents),
         live="session" if at_end else "",
     )
+
+
+async def session_page(request: Request) -> Response:
+    gw = gateway_of(request)
+    session_id = request.path_params["session_id"]
+    gw.store.session(session_id)  # a path-like id is refused before any thread is used
+    offset = int_query(request, "offset", None, 0, 2**31)
+    view = await run_in_threadpool(_session_view, gw, session_id, offset)
+    return _render(request, "session.html", **view)
 
 
 async def path_like_session(request: Request) -> Response:
