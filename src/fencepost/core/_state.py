@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..errors import FencepostInternalError
 
@@ -29,6 +30,8 @@ __all__ = [
     "read_state",
     "write_state",
 ]
+
+T = TypeVar("T")
 
 #: Big enough for the lease and both file states with long run ids; small enough for one page.
 SLOT_BYTES = 2048
@@ -114,40 +117,40 @@ def _s(value: str | None) -> str:
     return "null" if value is None else _str(value)
 
 
-#: The last FileState and LeaseHolder encoded. They are immutable, and an append encodes the
-#: same objects again (the committed state of one write is the ``after`` of the one before; the
-#: lease rarely changes), so identity is a sound and cheap key.
-_last_file: tuple[FileState | None, str] = (None, "")
-_last_lease: tuple[LeaseHolder | None, str] = (None, "")
+class _LastEncoded(Generic[T]):
+    """``encode`` with a one-entry cache keyed by identity. The values are immutable, and an
+    append encodes the same objects again (the committed state of one write is the ``after`` of
+    the one before; the lease rarely changes), so identity is a sound and cheap key. The entry is
+    one tuple, read once, so threads sharing the cache never mix two entries."""
+
+    def __init__(self, encode: Callable[[T], str]) -> None:
+        self._encode = encode
+        self._last: tuple[T | None, str] = (None, "")
+
+    def __call__(self, value: T | None) -> str:
+        if value is None:
+            return "null"
+        last = self._last
+        if value is last[0]:
+            return last[1]
+        out = self._encode(value)
+        self._last = (value, out)
+        return out
 
 
-def _file_json(fs: FileState | None) -> str:
-    global _last_file
-    if fs is None:
-        return "null"
-    if fs is _last_file[0]:
-        return _last_file[1]
-    out = (
+_file_json = _LastEncoded[FileState](
+    lambda fs: (
         f'{{"dev":{fs.dev},"ino":{fs.ino},"size":{fs.size},"mtime_ns":{fs.mtime_ns},'
         f'"seq":{fs.seq},"last_hash":{_s(fs.last_hash)},"leaf_id":{_s(fs.leaf_id)}}}'
     )
-    _last_file = (fs, out)
-    return out
-
-
-def _lease_json(lease: LeaseHolder | None) -> str:
-    global _last_lease
-    if lease is None:
-        return "null"
-    if lease is _last_lease[0]:
-        return _last_lease[1]
-    out = (
+)
+_lease_json = _LastEncoded[LeaseHolder](
+    lambda lease: (
         f'{{"run_id":{_s(lease.run_id)},"pid":{lease.pid},"pid_start":{_s(lease.pid_start)},'
         f'"host":{_s(lease.host)},"acquired_ns":{lease.acquired_ns},'
         f'"deadline_ns":{lease.deadline_ns}}}'
     )
-    _last_lease = (lease, out)
-    return out
+)
 
 
 def _pending_json(p: Pending | None) -> str:
