@@ -70,9 +70,10 @@ log = logging.getLogger("fencepost.core")
 
 Durability = Literal["fsync", "buffered"]
 
-#: Long enough for a burst of cooperative writers and one attempt's prep phase; a holder that
-#: keeps the write lock longer than this is stuck, and the waiter says who it is.
-DEFAULT_LOCK_TIMEOUT_S = 30.0
+#: Longer than anyone in fencepost holds the write lock at a time (an agent turn holds it for its
+#: prep and for the tools of one step, 30 s by default: docs/design/agent-runner.md RUNNER-I4); a
+#: holder that keeps it longer is stuck, and the waiter says who it is.
+DEFAULT_LOCK_TIMEOUT_S = 60.0
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 

@@ -340,3 +340,47 @@ async def test_an_unknown_model_is_refused_before_the_lease_is_taken(store):
                 prompt="go",
             )
     assert not store.session("s").exists()
+
+
+async def test_the_tools_of_a_step_share_one_budget_so_a_waiting_writer_gets_in(tmp_path):
+    """Invariant RUNNER-I4: five slow tool calls in one step hold the write lock for at most the
+    step's budget, so a cooperative writer whose lock timeout is longer than the budget (and far
+    shorter than five tools) gets in; every call still has a result (RUNNER-I3)."""
+    store = SessionStore(tmp_path / "sessions", durability="buffered", lock_timeout_s=1.5)
+    ran = []
+
+    async def slow(args, ctx):
+        ran.append(len(ran))
+        await asyncio.sleep(0.4)
+        return "slept"
+
+    tools = ToolRegistry([Tool("slow", "x", slow)])
+    spec = AgentSpec(
+        name="ops",
+        model="scripted/main",
+        tools=tools.select(["slow"]),
+        tool_timeout_s=5,
+        step_tools_timeout_s=1.0,
+    )
+    script = (tool_step(*["slow"] * 5), ScriptStep(text="done"))
+    session = store.session("s")
+    async with ProviderRegistry(scripts={"main": script}) as providers:
+        turn = asyncio.create_task(
+            run_turn(session, spec, providers=providers, run_id="r1", prompt="go")
+        )
+        while not ran:  # the tools have started: the turn holds the write lock
+            await asyncio.sleep(0.01)
+        await session.append(custom("delivery", {"n": 1}), writer="delivery")  # waits ≤ 1.5 s
+        result = await turn
+    assert result.ok and result.reply == "done"
+    assert len(ran) == 3  # 0.4 s each: the third is cut at the 1 s budget, two never run
+    results = [
+        r.data["message"]
+        for r in read_transcript(session.path).entries
+        if r.data.get("message", {}).get("role") == "toolResult"
+    ]
+    assert [r["isError"] for r in results] == [False, False, True, True, True]
+    assert "took longer than" in results[2]["content"][0]["text"]
+    assert "used up their 1 s" in results[4]["content"][0]["text"]
+    assert types_of(session.path)[-3:] == ["toolResult", "custom:delivery", "assistant"]
+    store.close()

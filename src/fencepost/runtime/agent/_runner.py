@@ -63,6 +63,9 @@ class AgentSpec:
     max_tokens: int = 4096
     thinking: ThinkingLevel | None = None
     tool_timeout_s: float = 30.0
+    #: All tool calls of one step together: tools run with the write lock held, so this bounds
+    #: how long a turn keeps cooperative writers waiting (Invariant RUNNER-I4).
+    step_tools_timeout_s: float = 30.0
     http_allow: frozenset[str] = frozenset()
 
     def chain(self, model: str | None = None, fallbacks: Sequence[str] | None = None) -> list[str]:
@@ -288,7 +291,10 @@ async def _loop(
         if not calls:
             return
         turn.open_calls = calls
-        results = [await _run_tool(agent, attempt, call) for call in calls]
+        # Invariant RUNNER-I4: the tools of a step share one deadline, well inside the store's
+        # lock timeout, so a cooperative writer waiting behind them never times out.
+        tools_end = asyncio.get_running_loop().time() + agent.step_tools_timeout_s
+        results = [await _run_tool(agent, attempt, call, tools_end) for call in calls]
         await turn.write(attempt, [{"type": "message", "message": r} for r in results])
         turn.open_calls = []
         messages += results
@@ -324,9 +330,19 @@ def _tool_result(call: Mapping[str, Any], text: str, *, error: bool) -> Message:
     }
 
 
-async def _run_tool(agent: AgentSpec, attempt: Attempt, call: Mapping[str, Any]) -> Message:
-    """Run one tool call; every failure becomes an isError result (Invariant RUNNER-I3)."""
+async def _run_tool(
+    agent: AgentSpec, attempt: Attempt, call: Mapping[str, Any], tools_end: float
+) -> Message:
+    """Run one tool call by loop time ``tools_end``; every failure becomes an isError result
+    (Invariant RUNNER-I3)."""
     name = str(call.get("name"))
+    left_s = tools_end - asyncio.get_running_loop().time()
+    if left_s <= 0:
+        budget = agent.step_tools_timeout_s
+        return _tool_result(
+            call, f"not run: this step's tools used up their {budget:g} s", error=True
+        )
+    limit_s = min(agent.tool_timeout_s, left_s)
     tool = agent.tools.get(name)
     if tool is None:
         return _tool_result(call, f"unknown tool {name!r}", error=True)
@@ -342,12 +358,12 @@ async def _run_tool(agent: AgentSpec, attempt: Attempt, call: Mapping[str, Any])
         http_allow=agent.http_allow,
     )
     try:
-        async with asyncio.timeout(agent.tool_timeout_s):
+        async with asyncio.timeout(limit_s):
             return _tool_result(call, await tool.run(args, ctx), error=False)
     except ToolFailed as exc:
         return _tool_result(call, str(exc), error=True)
     except TimeoutError:
-        return _tool_result(call, f"{name} took longer than {agent.tool_timeout_s:g} s", error=True)
+        return _tool_result(call, f"{name} took longer than {limit_s:.3g} s", error=True)
     except Exception as exc:  # a broken tool never breaks the turn
         return _tool_result(call, f"{name} failed: {type(exc).__name__}: {exc}", error=True)
 
