@@ -3,16 +3,13 @@ text, thinking (with signatures, so thinking replays), tool use, usage with cach
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from contextlib import aclosing
 from typing import Any, cast
 
 import anthropic
 from anthropic.types import RawMessageStreamEvent
 
-from ._base import Turn, replayable, sdk_stream
-from ._types import EventCallback, Message, ModelRequest, ProviderConfig, StopReason
+from ._base import SdkProvider, Turn, replayable
+from ._types import ModelRequest, StopReason
 
 __all__ = ["AnthropicProvider", "anthropic_params", "thinking_budget_tokens"]
 
@@ -136,51 +133,26 @@ def anthropic_params(model: str, request: ModelRequest) -> dict[str, Any]:
     return params
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider[RawMessageStreamEvent]):
     """Messages over ``anthropic.AsyncAnthropic(base_url=...)``, SDK retries off."""
 
     api = API
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        env: Mapping[str, str] | None = None,
-        now_s: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self._now_s = now_s
-        # Invariant PROVIDER-I5: the SDK never retries on its own; our policy is the only one.
-        self._client = anthropic.AsyncAnthropic(
-            api_key=config.api_key(env),
-            base_url=config.base_url,
-            timeout=config.timeout_s,
-            max_retries=0,
-        )
+    def _make_client(self, **options: Any) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(**options)
 
-    async def complete(
-        self, model: str, request: ModelRequest, on_event: EventCallback | None = None
-    ) -> Message:
-        turn = Turn(api=API, provider=self.name, model=model, on_event=on_event, now_s=self._now_s)
+    async def _open_stream(
+        self, model: str, request: ModelRequest
+    ) -> anthropic.AsyncStream[RawMessageStreamEvent]:
         params = anthropic_params(model, request)
         timeout = request.timeout_s if request.timeout_s is not None else anthropic.NOT_GIVEN
+        create = cast(Any, self._client.messages.create)
+        return cast(
+            "anthropic.AsyncStream[RawMessageStreamEvent]",
+            await create(**params, timeout=timeout),
+        )
 
-        async def open_stream() -> anthropic.AsyncStream[RawMessageStreamEvent]:
-            create = cast(Any, self._client.messages.create)
-            return cast(
-                "anthropic.AsyncStream[RawMessageStreamEvent]",
-                await create(**params, timeout=timeout),
-            )
-
-        events = sdk_stream(open_stream, provider=self.name, model=model, now_s=self._now_s)
-        async with aclosing(events):
-            async for event in events:
-                await self._handle(event, turn)
-        return await turn.finish()
-
-    @staticmethod
-    async def _handle(event: RawMessageStreamEvent, turn: Turn) -> None:
+    async def _handle(self, event: RawMessageStreamEvent, turn: Turn) -> None:
         if event.type == "message_start":
             u = event.message.usage
             turn.usage(
@@ -224,9 +196,3 @@ class AnthropicProvider:
             if reason:
                 refused = "the model declined to answer" if reason == "refusal" else None
                 turn.stop(_STOP.get(reason, "stop"), refused)
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-    def __repr__(self) -> str:
-        return f"<AnthropicProvider {self.name!r} base_url={self.config.base_url!r}>"

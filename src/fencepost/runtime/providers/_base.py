@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from ...errors import ProviderError
 from ._classify import translate_error
@@ -21,6 +22,7 @@ from ._types import (
     FirstTokenReceived,
     Message,
     ModelRequest,
+    ProviderConfig,
     ProviderEvent,
     StopReason,
     TextStreamed,
@@ -28,7 +30,7 @@ from ._types import (
     ToolCallReceived,
 )
 
-__all__ = ["Provider", "Turn", "sdk_stream", "text_of", "replayable"]
+__all__ = ["Provider", "SdkProvider", "Turn", "sdk_stream", "text_of", "replayable"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -230,6 +232,64 @@ async def sdk_stream(
         if error is None or error is exc:
             raise
         raise error from exc
+
+
+class SdkProvider(Generic[T]):
+    """What the OpenAI and Anthropic providers share: an SDK client built from the config with the
+    SDK's own retries off, and one stream per call, read through :func:`sdk_stream` into a
+    :class:`Turn`. A subclass builds the client, opens the stream and handles one streamed item."""
+
+    api: ClassVar[str]
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        now_s: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._now_s = now_s
+        # Invariant PROVIDER-I5: the SDK never retries on its own; our policy is the only one.
+        self._client = self._make_client(
+            api_key=config.api_key(env),
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            max_retries=0,
+        )
+
+    def _make_client(self, **options: Any) -> Any:
+        raise NotImplementedError
+
+    async def _open_stream(self, model: str, request: ModelRequest) -> SdkStream[T]:
+        raise NotImplementedError
+
+    async def _handle(self, item: T, turn: Turn) -> None:
+        raise NotImplementedError
+
+    async def complete(
+        self, model: str, request: ModelRequest, on_event: EventCallback | None = None
+    ) -> Message:
+        turn = Turn(
+            api=self.api, provider=self.name, model=model, on_event=on_event, now_s=self._now_s
+        )
+        items = sdk_stream(
+            lambda: self._open_stream(model, request),
+            provider=self.name,
+            model=model,
+            now_s=self._now_s,
+        )
+        async with aclosing(items):
+            async for item in items:
+                await self._handle(item, turn)
+        return await turn.finish()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} base_url={self.config.base_url!r}>"
 
 
 def text_of(content: object) -> str:

@@ -4,16 +4,14 @@ OpenRouter) through the official ``openai.AsyncOpenAI`` client, streaming."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Mapping
 from typing import Any, cast
 
 import openai
 from openai.types.chat import ChatCompletionChunk
 
-from ._base import Turn, replayable, sdk_stream, text_of
-from ._types import EventCallback, Message, ModelRequest, ProviderConfig, StopReason
+from ._base import SdkProvider, Turn, replayable, text_of
+from ._types import ModelRequest, ProviderConfig, StopReason
 
 __all__ = ["OpenAIProvider", "openai_messages", "openai_params"]
 
@@ -126,50 +124,25 @@ def _extra(delta: object, *names: str) -> str:
     return ""
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider[ChatCompletionChunk]):
     """Chat completions over ``openai.AsyncOpenAI(base_url=...)``, SDK retries off."""
 
     api = API
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        env: Mapping[str, str] | None = None,
-        now_s: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self._now_s = now_s
-        # Invariant PROVIDER-I5: the SDK never retries on its own; our policy is the only one.
-        self._client = openai.AsyncOpenAI(
-            api_key=config.api_key(env),
-            base_url=config.base_url,
-            timeout=config.timeout_s,
-            max_retries=0,
-        )
+    def _make_client(self, **options: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(**options)
 
-    async def complete(
-        self, model: str, request: ModelRequest, on_event: EventCallback | None = None
-    ) -> Message:
-        turn = Turn(api=API, provider=self.name, model=model, on_event=on_event, now_s=self._now_s)
+    async def _open_stream(
+        self, model: str, request: ModelRequest
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
         params = openai_params(model, request, self.config)
         timeout = request.timeout_s if request.timeout_s is not None else openai.NOT_GIVEN
+        create = cast(Any, self._client.chat.completions.create)
+        return cast(
+            "openai.AsyncStream[ChatCompletionChunk]", await create(**params, timeout=timeout)
+        )
 
-        async def open_stream() -> openai.AsyncStream[ChatCompletionChunk]:
-            create = cast(Any, self._client.chat.completions.create)
-            return cast(
-                "openai.AsyncStream[ChatCompletionChunk]", await create(**params, timeout=timeout)
-            )
-
-        chunks = sdk_stream(open_stream, provider=self.name, model=model, now_s=self._now_s)
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                await self._handle(chunk, turn)
-        return await turn.finish()
-
-    @staticmethod
-    async def _handle(chunk: ChatCompletionChunk, turn: Turn) -> None:
+    async def _handle(self, chunk: ChatCompletionChunk, turn: Turn) -> None:
         if chunk.usage is not None:
             details = chunk.usage.prompt_tokens_details
             cached = (details.cached_tokens or 0) if details else 0
@@ -194,9 +167,3 @@ class OpenAIProvider:
                 reason = _FINISH.get(choice.finish_reason, "stop")
                 note = "the provider's content filter stopped the reply"
                 turn.stop(reason, note if choice.finish_reason == "content_filter" else None)
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-    def __repr__(self) -> str:
-        return f"<OpenAIProvider {self.name!r} base_url={self.config.base_url!r}>"
