@@ -92,9 +92,19 @@ def utc_iso_ms(now_ns: int | None = None) -> str:
     on every append, where ``datetime.isoformat`` was a measurable cost."""
     global _last_second
     sec, ns = divmod(time.time_ns() if now_ns is None else now_ns, 1_000_000_000)
-    if _last_second[0] != sec:
-        _last_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{_last_second[1]}.{ns // 1_000_000:03d}"
+    last = _last_second  # read once: another thread may replace it meanwhile
+    if last[0] != sec:
+        last = _last_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{last[1]}.{ns // 1_000_000:03d}"
+
+
+_json_str = json.encoder.encode_basestring_ascii  # the C escaper
+
+
+def json_str(value: str | None) -> str:
+    """``value`` as a JSON string literal, or ``null``: for records spelled out by hand on hot
+    paths (the state slots, the owner record)."""
+    return "null" if value is None else _json_str(value)
 
 
 def utc_timestamp(now_ns: int | None = None) -> str:

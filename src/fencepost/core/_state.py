@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..errors import FencepostInternalError
+from ._format import json_str as _s
 
 __all__ = [
     "FileState",
@@ -108,13 +109,6 @@ class SessionState:
 
 
 EMPTY_STATE = SessionState(gen=0, epoch=0, lease=None, committed=None, pending=None)
-
-
-_str = json.encoder.encode_basestring_ascii  # the C escaper
-
-
-def _s(value: str | None) -> str:
-    return "null" if value is None else _str(value)
 
 
 class _LastEncoded(Generic[T]):

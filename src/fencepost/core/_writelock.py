@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import LockHolder, LockTimeoutError
+from ._format import json_str as _s
 from ._format import utc_iso_ms
 
 __all__ = [
@@ -54,11 +55,6 @@ def hostname() -> str:
 OWNER_RECORD_BYTES = 512
 
 _identity: tuple[int, str] | None = None
-_str = json.encoder.encode_basestring_ascii  # the C escaper
-
-
-def _s(value: str | None) -> str:
-    return "null" if value is None else _str(value)
 
 
 def _this_process() -> str:
