@@ -384,3 +384,23 @@ async def test_the_tools_of_a_step_share_one_budget_so_a_waiting_writer_gets_in(
     assert "used up their 1 s" in results[4]["content"][0]["text"]
     assert types_of(session.path)[-3:] == ["toolResult", "custom:delivery", "assistant"]
     store.close()
+
+
+async def test_two_sessions_running_one_multi_step_script_at_once_each_play_it_in_order(store):
+    """The runner names the conversation, so the scripted model keeps one place per session."""
+
+    async def clock(args, ctx):
+        await asyncio.sleep(0.05)  # the other session's call lands meanwhile
+        return "12:00"
+
+    tools = ToolRegistry([Tool("clock", "x", clock)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["clock"]))
+    script = (tool_step("clock"), ScriptStep(text="it is noon"))
+    async with ProviderRegistry(scripts={"main": script}) as providers:
+        results = await asyncio.gather(
+            *(
+                run_turn(store.session(s), spec, providers=providers, run_id=f"r-{s}", prompt="?")
+                for s in ("a", "b")
+            )
+        )
+    assert [(r.status, r.reply, r.steps) for r in results] == [("ok", "it is noon", 2)] * 2

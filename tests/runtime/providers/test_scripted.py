@@ -64,6 +64,20 @@ async def test_a_script_wraps_round_after_its_last_step():
     assert provider.statistics().calls == {"two": 3}
 
 
+async def test_each_conversation_has_its_own_place_in_a_script():
+    """Two sessions running one tool-then-answer script at the same time each get the tool call
+    first and the answer second, however their calls interleave."""
+    provider = ScriptedProvider({"two": parse_script(["tool", "answer"])})
+
+    def ask(conversation):
+        return ModelRequest([{"role": "user", "content": "go"}], conversation=conversation)
+
+    order = ["a", "b", "b", "a", "a"]
+    texts = [(await provider.complete("two", ask(c)))["content"][0]["text"] for c in order]
+    assert texts == ["tool", "tool", "answer", "answer", "tool"]
+    assert provider.statistics().calls == {"two": 5}
+
+
 async def test_an_error_step_raises_its_provider_error_after_the_first_token_delay(sleep):
     script = parse_script([{"error": "rate_limit", "retry_after_s": 3, "first_token_delay_s": 1}])
     provider = ScriptedProvider({"limited": script}, sleep=sleep)

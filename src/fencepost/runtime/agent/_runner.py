@@ -270,6 +270,7 @@ async def _loop(
             tools=specs,
             max_tokens=agent.max_tokens,
             thinking=agent.thinking,
+            conversation=session.session_id,
         )
         # Invariant RUNNER-I1: the write lock is never held during a model call.
         async with attempt.released():

@@ -1,7 +1,9 @@
 """The built-in scripted model: deterministic replies, tool calls, latency and errors, offline.
 
 A script is a list of steps; each call of ``scripted/<script>`` plays the script's next step
-(wrapping round after the last) through the same Turn as the real providers.
+(wrapping round after the last) through the same Turn as the real providers. Each conversation
+(``ModelRequest.conversation``, the session) has its own position in each script, so concurrent
+sessions running one multi-step script do not take each other's steps.
 """
 
 from __future__ import annotations
@@ -169,10 +171,11 @@ class ScriptedProvider:
         self.scripts: dict[str, Script] = {**BUILTIN_SCRIPTS, **(scripts or {})}
         self._sleep = sleep
         self._now_s = now_s
-        self._calls: dict[str, int] = {}
+        self._calls: dict[str, int] = {}  # calls per script, for statistics
+        self._cursor: dict[tuple[str, str | None], int] = {}  # per (script, conversation)
 
-    def step_for(self, model: str) -> ScriptStep:
-        """The step the next call of ``model`` plays (and advance)."""
+    def step_for(self, model: str, conversation: str | None = None) -> ScriptStep:
+        """The step the next call of ``model`` in ``conversation`` plays (and advance)."""
         script = self.scripts.get(model)
         if script is None:
             raise ProviderError(
@@ -181,14 +184,16 @@ class ScriptedProvider:
                 provider=self.name,
                 model=model,
             )
-        n = self._calls.get(model, 0)
-        self._calls[model] = n + 1
+        self._calls[model] = self._calls.get(model, 0) + 1
+        key = (model, conversation)
+        n = self._cursor.get(key, 0)
+        self._cursor[key] = n + 1
         return script[n % len(script)]
 
     async def complete(
         self, model: str, request: ModelRequest, on_event: EventCallback | None = None
     ) -> Message:
-        step = self.step_for(model)
+        step = self.step_for(model, request.conversation)
         turn = Turn(api=API, provider=self.name, model=model, on_event=on_event, now_s=self._now_s)
         if step.first_token_delay_s:
             await self._sleep(step.first_token_delay_s)

@@ -153,6 +153,9 @@ class ModelRequest:
     thinking: ThinkingLevel | None = None
     #: Idle timeout of the HTTP stream; None uses the provider's ``timeout_s``.
     timeout_s: float | None = None
+    #: Which conversation this call continues (the runner passes the session id). Not sent to
+    #: the remote APIs; the scripted model keeps one step cursor per conversation with it.
+    conversation: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
