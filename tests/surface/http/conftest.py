@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
@@ -12,6 +13,7 @@ import pytest
 import uvicorn
 
 from fencepost.runtime.config import AgentConfig, GatewayConfig, StatePaths
+from fencepost.runtime.cron import RunRecord
 from fencepost.runtime.gateway import Gateway
 from fencepost.runtime.providers import ScriptStep
 from fencepost.surface.http import close_streams, create_app
@@ -23,6 +25,27 @@ SCRIPTS = {
 
 #: Unsafe requests from a script carry this (or JSON); docs/design/http.md, HTTP-I6.
 WRITE = {"x-fencepost": "1"}
+
+
+def takeover_run(job_id: str, duration_s: float, **changes: Any) -> RunRecord:
+    """A ledger row of a run fenced out after ``duration_s`` (DESIGN.md §3), as the scheduler
+    records one."""
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {
+        "run_id": "r-takeover",
+        "job_id": job_id,
+        "job_name": "disk report",
+        "scheduled_at": now,
+        "trigger": "schedule",
+        "attempt": 1,
+        "status": "takeover",
+        "recorded_at": now,
+        "started_at": now,
+        "ended_at": now + timedelta(seconds=duration_s),
+        "error_kind": "foreign_append",
+        "error_message": "session taken over",
+    }
+    return RunRecord(**{**row, **changes})
 
 
 def gateway_config() -> GatewayConfig:

@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fencepost import custom, message
-from fencepost.runtime.cron import RunRecord
 
-from .conftest import WRITE
+from .conftest import WRITE, takeover_run
 
 JOB = {
     "name": "disk report",
@@ -358,25 +357,8 @@ async def test_a_cross_site_style_write_without_json_or_header_is_refused(client
 
 async def test_a_takeover_row_in_the_ledger_is_served_with_its_fence_description(client, gw):
     job = await add_job(client)
-    now = datetime.now(UTC)
     fence = {"reason": "foreign_append", "description": "42 bytes at 1000 by no protocol writer"}
-    gw.cron.insert_run(
-        RunRecord(
-            run_id="r-takeover",
-            job_id=job["job_id"],
-            job_name="disk report",
-            scheduled_at=now,
-            trigger="schedule",
-            attempt=1,
-            status="takeover",
-            recorded_at=now,
-            started_at=now,
-            ended_at=now + timedelta(seconds=21),
-            error_kind="foreign_append",
-            error_message="session taken over",
-            fence=fence,
-        )
-    )
+    gw.cron.insert_run(takeover_run(job["job_id"], 21, fence=fence))
     run = (await client.get("/api/runs/r-takeover")).json()
     assert run["fence"] == fence and run["duration_s"] == 21.0
     assert [

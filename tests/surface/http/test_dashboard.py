@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from fencepost import OutsideProtocolChangeError, custom, message
-from fencepost.runtime.cron import RunRecord
 
-from .conftest import WRITE
+from .conftest import WRITE, takeover_run
 from .test_api import JOB
 
 
@@ -28,28 +25,19 @@ async def test_the_jobs_page_lists_jobs_with_next_run_last_status_and_run_now(cl
 async def test_the_runs_page_shows_status_duration_model_errors_and_takeover_reasons(client, gw):
     job = (await client.post("/api/jobs", json=JOB)).json()
     await client.post(f"/api/jobs/{job['job_id']}/run?wait=true", headers=WRITE)
-    now = datetime.now(UTC)
+    fence = {
+        "reason": "foreign_append",
+        "description": "41 bytes past the committed end, written by no protocol writer",
+        "epoch_held": 3,
+        "epoch_seen": 3,
+    }
     gw.cron.insert_run(
-        RunRecord(
-            run_id="r-takeover",
-            job_id=job["job_id"],
-            job_name="disk report",
-            scheduled_at=now,
-            trigger="schedule",
-            attempt=1,
-            status="takeover",
-            recorded_at=now,
-            started_at=now,
-            ended_at=now + timedelta(seconds=21.5),
-            error_kind="foreign_append",
+        takeover_run(
+            job["job_id"],
+            21.5,
             error_message="session 'x' taken over",
             model="scripted/slow",
-            fence={
-                "reason": "foreign_append",
-                "description": "41 bytes past the committed end, written by no protocol writer",
-                "epoch_held": 3,
-                "epoch_seen": 3,
-            },
+            fence=fence,
         )
     )
     html = (await client.get("/runs")).text
