@@ -375,7 +375,7 @@ async def test_a_big_transcript_is_read_off_the_event_loop(client, gw):
         await session.append([filler] * 100, writer="metadata")
     for path in ("/api/sessions/big", "/sessions/big", "/api/sessions/big/verify"):
         big = asyncio.create_task(client.get(path))
-        await asyncio.sleep(0.2)  # returns only if the loop is free while the big read runs
+        await asyncio.sleep(0.05)  # returns only if the loop is free while the big read runs
         health = await client.get("/api/health")
         assert health.status_code == 200
         assert not big.done(), f"{path} held the event loop"
