@@ -193,6 +193,8 @@ _SCHEMAS: dict[str, Any] = {
             "timeout_s": {"type": "number"},
             "delivery": {"type": "object"},
             "delete_after_run": {"type": "boolean"},
+            "created_at": {"type": "string"},
+            "updated_at": {"type": "string"},
             "state": _ref("JobState"),
         },
     },
