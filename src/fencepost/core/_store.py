@@ -52,7 +52,15 @@ from ._format import (
 )
 from ._lease import DEFAULT_LEASE_TTL_S, Attempt, open_attempt
 from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_writer_kind
-from ._state import FileState, LeaseHolder, Pending, SessionState, StateFile, read_state
+from ._state import (
+    EMPTY_STATE,
+    FileState,
+    LeaseHolder,
+    Pending,
+    SessionState,
+    StateFile,
+    read_state,
+)
 from ._writelock import WriteLock, WriteLockStatistics, hostname
 
 __all__ = [
@@ -326,17 +334,19 @@ class Session:
 
     def lease_holder(self) -> LeaseHolder | None:
         """Who holds the lease now (read-only; None when free). For "skip when busy" checks."""
-        if not os.path.exists(self.state_path):
-            return None
-        with open(self.state_path, "rb") as f:
-            return read_state(f.fileno()).lease
+        return self._peek_state().lease
 
     def epoch(self) -> int:
         """The session's current fencing epoch (read-only)."""
-        if not os.path.exists(self.state_path):
-            return 0
-        with open(self.state_path, "rb") as f:
-            return read_state(f.fileno()).epoch
+        return self._peek_state().epoch
+
+    def _peek_state(self) -> SessionState:
+        """The state record as it is now, read-only (EMPTY_STATE before the first write)."""
+        try:
+            with open(self.state_path, "rb") as f:
+                return read_state(f.fileno())
+        except FileNotFoundError:
+            return EMPTY_STATE
 
     # ---- readers: never change a byte (Invariant STORE-I8) ---------------------------------
 
