@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
-
-import httpx2
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fencepost import SessionStore, message
 from fencepost.errors import DeliveryError, FencepostError
 
 from ._job import Job
 from ._store import RunRecord
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["Deliverer", "SessionMirrorDeliverer", "WebhookDeliverer", "webhook_body"]
 
@@ -100,6 +101,8 @@ class WebhookDeliverer:
         return f"<WebhookDeliverer max_attempts={self.max_attempts}>"
 
     async def deliver(self, job: Job, run: RunRecord) -> None:
+        import httpx2  # when a webhook is sent: 40 ms of import that every CLI call would pay
+
         url = job.delivery.to or ""
         body = webhook_body(job, run)
         last = "no attempt made"
