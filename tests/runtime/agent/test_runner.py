@@ -404,3 +404,13 @@ async def test_two_sessions_running_one_multi_step_script_at_once_each_play_it_i
             )
         )
     assert [(r.status, r.reply, r.steps) for r in results] == [("ok", "it is noon", 2)] * 2
+
+
+def test_the_default_step_tool_budget_is_well_inside_the_default_lock_timeout():
+    """Invariant RUNNER-I4 with the defaults: a cooperative writer that waits behind a step's
+    tools (budget plus the writes around them) gets the lock before its own timeout."""
+    from fencepost.core._store import DEFAULT_LOCK_TIMEOUT_S
+
+    spec = AgentSpec(name="ops", model="scripted/main")
+    assert spec.step_tools_timeout_s * 1.5 <= DEFAULT_LOCK_TIMEOUT_S
+    assert spec.tool_timeout_s <= spec.step_tools_timeout_s
