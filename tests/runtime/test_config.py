@@ -18,6 +18,7 @@ def test_the_starter_config_loads(tmp_path):
     cfg = load_config(write(tmp_path, STARTER_CONFIG))
     assert cfg.agents["ops"].model == "scripted/fast"
     assert cfg.server.host == "127.0.0.1"
+    assert cfg.limits.max_open_sessions == 256
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,9 @@ def test_the_starter_config_loads(tmp_path):
         ('[server]\nport = "80"\n', "server.port", 2, "must be int"),
         ("[cron]\n\nmax_concurrent_runs = 0\n", "cron.max_concurrent_runs", 3, "at least 1"),
         ('durability = "sometimes"\n', "durability", 1, "fsync"),
+        ("[limits]\nmax_open_sessions = 0\n", "limits.max_open_sessions", 2, "at least 1"),
+        ("[limits]\nwarn_descriptors_ratio = 1.5\n", "limits.warn_descriptors_ratio", 2, "share"),
+        ("[limits]\nmax_open_files = 9\n", "limits.max_open_files", 2, "unknown key"),
     ],
 )
 def test_a_bad_config_names_the_key_and_line(tmp_path, text, key, line, says):

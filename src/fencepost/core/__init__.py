@@ -36,12 +36,14 @@ from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate
 from ._state import LeaseHolder
 from ._store import (
     DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_MAX_OPEN_SESSIONS,
     AppendResult,
     Durability,
     FenceEvent,
     Session,
     SessionStatistics,
     SessionStore,
+    SessionStoreStatistics,
     TranscriptUpdated,
 )
 from ._sync import SyncSession, SyncSessionStore
@@ -52,6 +54,7 @@ from ._writelock import WriteLock, WriteLockStatistics
 __all__ = [
     "BUILTIN_WRITER_KINDS",
     "DEFAULT_LOCK_TIMEOUT_S",
+    "DEFAULT_MAX_OPEN_SESSIONS",
     "ENTRY_TYPES",
     "FORMAT_VERSION",
     "MAX_RECORD_BYTES",
@@ -71,6 +74,7 @@ __all__ = [
     "Session",
     "SessionStatistics",
     "SessionStore",
+    "SessionStoreStatistics",
     "Stamp",
     "SyncSession",
     "SyncSessionStore",

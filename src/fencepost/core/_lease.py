@@ -434,8 +434,12 @@ async def open_attempt(
     lease_ttl_s: float,
 ) -> AsyncIterator[Attempt]:
     attempt = Attempt(session, run_id, lease_ttl_s=lease_ttl_s)
-    await attempt._enter(preempt=preempt, wait_timeout_s=wait_timeout_s)
+    session._pin()  # Invariant STORE-I11: an attempt's files stay open until it ends
     try:
-        yield attempt
+        await attempt._enter(preempt=preempt, wait_timeout_s=wait_timeout_s)
+        try:
+            yield attempt
+        finally:
+            await attempt._exit()
     finally:
-        await attempt._exit()
+        session._unpin()

@@ -21,6 +21,8 @@ import logging
 import os
 import re
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -70,8 +72,10 @@ __all__ = [
     "Session",
     "SessionStatistics",
     "SessionStore",
+    "SessionStoreStatistics",
     "TranscriptUpdated",
     "DEFAULT_LOCK_TIMEOUT_S",
+    "DEFAULT_MAX_OPEN_SESSIONS",
 ]
 
 log = logging.getLogger("fencepost.core")
@@ -82,6 +86,15 @@ Durability = Literal["fsync", "buffered"]
 #: prep and for the tools of one step, 30 s by default: docs/design/agent-runner.md RUNNER-I4); a
 #: holder that keeps it longer is stuck, and the waiter says who it is.
 DEFAULT_LOCK_TIMEOUT_S = 60.0
+
+#: Sessions whose files a store keeps open while idle (three descriptors each: transcript, state
+#: record, lock). Far below the common ``ulimit -n 1024``, far above the sessions a gateway writes
+#: in any one minute; reopening an evicted session costs three ``open`` calls.
+DEFAULT_MAX_OPEN_SESSIONS = 256
+
+#: Busy sessions an eviction pass steps over before it gives up until the next use (amortized O(1)
+#: even when most open sessions are busy).
+_EVICTION_SCAN = 16
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
@@ -158,6 +171,15 @@ class FenceEvent:
 
 
 @dataclass(frozen=True)
+class SessionStoreStatistics:
+    open_sessions: int  # sessions holding descriptors now (busy ones included)
+    max_open_sessions: int
+    busy_sessions: int  # open sessions that may not be closed now (lock or attempt in use)
+    handles: int  # Session objects alive (open ones plus those a caller still references)
+    evictions: int  # idle sessions whose descriptors were closed to stay under the bound
+
+
+@dataclass(frozen=True)
 class SessionStatistics:
     appends: int
     records: int
@@ -188,7 +210,14 @@ INLINE_SYNC_MAX_S = 0.0005
 
 
 class SessionStore:
-    """A directory of sessions. ``store.session(id)`` returns the one handle for that id."""
+    """A directory of sessions. ``store.session(id)`` returns the one handle for that id.
+
+    Descriptors are bounded (Invariant STORE-I11): at most ``max_open_sessions`` idle sessions
+    keep their files open, least recently used first out; a busy session (its write lock held or
+    waited for, or an attempt in progress) is never closed. A session handle is cheap and is
+    reopened on its next use; its correctness never depends on a descriptor staying open
+    between writes (Invariant STORE-I12).
+    """
 
     def __init__(
         self,
@@ -198,9 +227,12 @@ class SessionStore:
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         cwd: str | None = None,
         create: bool = True,
+        max_open_sessions: int = DEFAULT_MAX_OPEN_SESSIONS,
     ) -> None:
         if durability not in ("fsync", "buffered"):
             raise ValueError(f"durability must be 'fsync' or 'buffered', not {durability!r}")
+        if not isinstance(max_open_sessions, int) or max_open_sessions < 1:
+            raise ValueError(f"max_open_sessions must be an int >= 1, not {max_open_sessions!r}")
         self.root = os.path.abspath(os.fspath(root))
         self.durability: Durability = durability
         self.lock_timeout_s = lock_timeout_s
@@ -209,7 +241,12 @@ class SessionStore:
             os.makedirs(self.root, exist_ok=True)
         elif not os.path.isdir(self.root):
             raise FileNotFoundError(f"session directory {self.root} does not exist")
-        self._sessions: dict[str, Session] = {}
+        self.max_open_sessions = max_open_sessions
+        # Every live handle, so one id has one Session (one in-process lock) in this process;
+        # only the open set keeps a handle alive.
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        self._open: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._evictions = 0
         self._subscribers: list[Callable[[TranscriptUpdated], object]] = []
         self._sync_s = 0.0  # moving average of one fdatasync on this store's device
 
@@ -228,7 +265,19 @@ class SessionStore:
         self._sync_s = 0.8 * self._sync_s + 0.2 * (time.perf_counter() - start)
 
     def __repr__(self) -> str:
-        return f"<SessionStore {self.root} durability={self.durability} open={len(self._sessions)}>"
+        return (
+            f"<SessionStore {self.root} durability={self.durability} "
+            f"open={len(self._open)}/{self.max_open_sessions}>"
+        )
+
+    def statistics(self) -> SessionStoreStatistics:
+        return SessionStoreStatistics(
+            open_sessions=len(self._open),
+            max_open_sessions=self.max_open_sessions,
+            busy_sessions=sum(not s._idle() for s in self._open.values()),
+            handles=len(self._sessions),
+            evictions=self._evictions,
+        )
 
     def session(self, session_id: str) -> Session:
         validate_session_id(session_id)
@@ -236,6 +285,31 @@ class SessionStore:
         if sess is None:
             sess = self._sessions[session_id] = Session(self, session_id)
         return sess
+
+    def _touch(self, sess: Session) -> None:
+        """``sess`` is about to use its files: most recently used, then evict to the bound."""
+        # Invariant STORE-I11: idle sessions beyond the bound lose their descriptors, oldest first.
+        open_ = self._open
+        if sess.session_id in open_:
+            open_.move_to_end(sess.session_id)
+        else:
+            open_[sess.session_id] = sess
+        self._trim(keep=sess)
+
+    def _trim(self, keep: Session | None = None) -> None:
+        """Close idle sessions beyond the bound, least recently used first. Runs when a session
+        comes into use and when one goes idle, so the bound holds again once the rush is over."""
+        open_ = self._open
+        skipped = 0
+        while len(open_) > self.max_open_sessions and skipped < _EVICTION_SCAN:
+            sid, oldest = next(iter(open_.items()))
+            if oldest is keep or not oldest._idle():
+                open_.move_to_end(sid)  # busy: never closed; look again on a later use
+                skipped += 1
+                continue
+            del open_[sid]
+            oldest.close()
+            self._evictions += 1
 
     def session_ids(self) -> list[str]:
         """Ids of the transcripts in the directory (read-only; no file is opened for writing)."""
@@ -261,9 +335,9 @@ class SessionStore:
                 )
 
     def close(self) -> None:
-        for sess in self._sessions.values():
+        for sess in list(self._sessions.values()):
             sess.close()
-        self._sessions.clear()
+        self._open.clear()
 
 
 class Session:
@@ -282,6 +356,7 @@ class Session:
         self._fd: int | None = None
         self._fd_ino: tuple[int, int] | None = None
         self._salt = int(hashlib.sha256(session_id.encode()).hexdigest()[:8], 16)
+        self._pins = 0  # attempts in progress on this handle: never evicted meanwhile
         self._appends = self._records = self._bytes = self._fast = self._slow = 0
 
     def __repr__(self) -> str:
@@ -300,6 +375,20 @@ class Session:
     @property
     def write_lock(self) -> WriteLock:
         return self._lock
+
+    def _idle(self) -> bool:
+        """Whether the store may close this session's files now (STORE-I11)."""
+        return not self._pins and self._lock.idle()
+
+    def _pin(self) -> None:
+        """An attempt begins: its files stay open until ``_unpin`` (an attempt keeps the
+        transcript open across its windows, DESIGN.md §3)."""
+        self._pins += 1
+        self.store._touch(self)
+
+    def _unpin(self) -> None:
+        self._pins -= 1
+        self.store._trim()
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -400,8 +489,12 @@ class Session:
         for entry in batch:
             validate_entry(entry)
         timeout = self.store.lock_timeout_s if timeout_s is None else timeout_s
-        async with self._lock.hold(timeout, run_id=run_id, writer=writer):
-            return await self._append_locked(batch, writer=writer, run_id=run_id)
+        self.store._touch(self)
+        try:
+            async with self._lock.hold(timeout, run_id=run_id, writer=writer):
+                return await self._append_locked(batch, writer=writer, run_id=run_id)
+        finally:
+            self.store._trim()
 
     async def _append_locked(
         self,
@@ -730,6 +823,7 @@ class Session:
         append would (Invariant STORE-I9). Never deletes a byte: torn bytes are quarantined.
         """
         timeout = self.store.lock_timeout_s if timeout_s is None else timeout_s
+        self.store._touch(self)
         async with self._lock.hold(timeout, writer="operator"):
             state_file = self._open_state()
             state = state_file.read()
@@ -760,6 +854,7 @@ class Session:
         if not note.strip():
             raise ValueError("adopt needs a note saying who made the change and why it is kept")
         timeout = self.store.lock_timeout_s if timeout_s is None else timeout_s
+        self.store._touch(self)
         async with self._lock.hold(timeout, writer="operator"):
             state = self._open_state().read()
             observed = self._observe()
@@ -886,10 +981,15 @@ class Session:
         )
 
     def close(self) -> None:
+        """Close this session's files (reopened on its next use). The store does it to idle
+        sessions beyond its bound; nothing the fence needs lives only in a descriptor
+        (Invariant STORE-I12): the committed state is in the state record."""
+        if not self._lock.idle():
+            return  # the lock is held or waited for: its holder still needs the files
         for fd in (self._fd, None if self._state is None else self._state.fd):
             if fd is not None:
                 os.close(fd)
-        self._fd, self._state = None, None
+        self._fd, self._fd_ino, self._state = None, None, None
         self._lock.close()
 
 

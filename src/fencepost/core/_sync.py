@@ -11,7 +11,14 @@ import os
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ._store import DEFAULT_LOCK_TIMEOUT_S, AppendResult, Durability, Session, SessionStore
+from ._store import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_MAX_OPEN_SESSIONS,
+    AppendResult,
+    Durability,
+    Session,
+    SessionStore,
+)
 
 __all__ = ["SyncSession", "SyncSessionStore"]
 
@@ -29,10 +36,16 @@ class SyncSessionStore:
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         cwd: str | None = None,
         create: bool = True,
+        max_open_sessions: int = DEFAULT_MAX_OPEN_SESSIONS,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self.store = SessionStore(
-            root, durability=durability, lock_timeout_s=lock_timeout_s, cwd=cwd, create=create
+            root,
+            durability=durability,
+            lock_timeout_s=lock_timeout_s,
+            cwd=cwd,
+            create=create,
+            max_open_sessions=max_open_sessions,
         )
 
     def __repr__(self) -> str:

@@ -177,6 +177,10 @@ class WriteLock:
             timeouts=self._timeouts,
         )
 
+    def idle(self) -> bool:
+        """Nobody in this process holds the lock or waits for it."""
+        return not self._depth and not self._waiters and not self._inproc.locked()
+
     def owned_by_current_task(self) -> bool:
         # Invariant LOCK-I2: depth > 0 iff one task of this process holds both locks.
         return self._depth > 0 and self._owner is asyncio.current_task()

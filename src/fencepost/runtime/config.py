@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,21 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Resource bounds and the watermarks ``doctor`` and the health endpoint warn at."""
+
+    #: Idle sessions whose files stay open (three descriptors each; docs/design/write-protocol.md
+    #: STORE-I11).
+    max_open_sessions: int = 256
+    #: Warn when open descriptors pass this share of the process limit (``ulimit -n``).
+    warn_descriptors_ratio: float = 0.8
+    #: Warn when the gateway's resident memory passes this.
+    warn_rss_mb: float = 1024.0
+    #: Warn when the state directory (sessions, databases, logs) passes this.
+    warn_state_dir_mb: float = 10240.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     agents: Mapping[str, AgentConfig] = field(default_factory=dict)
@@ -131,6 +146,7 @@ class GatewayConfig:
     path: str | None = None
     #: Scripts for the built-in ``scripted`` provider, by name (``scripted/<name>``).
     scripts: Mapping[str, Script] = field(default_factory=dict)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 #: The agent a config without agents gets, so a fresh install can run a turn offline.
@@ -262,7 +278,11 @@ def parse_config(
 ) -> GatewayConfig:
     """Validate a parsed TOML document (pure). ``source`` is the text, for line numbers."""
     r = _Reader(_Where(source))
-    r.table(raw, "", {"providers", "agents", "cron", "server", "plugins", "durability", "scripts"})
+    r.table(
+        raw,
+        "",
+        {"providers", "agents", "cron", "server", "plugins", "durability", "scripts", "limits"},
+    )
     scripts: dict[str, Script] = {}
     for name, sc in r.get(raw, "", "scripts", dict, {}).items():
         try:
@@ -383,7 +403,28 @@ def parse_config(
     durability = r.get(raw, "", "durability", str, "fsync")
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
-    return GatewayConfig(providers, agents, cron, server, plugins, durability, path, scripts)
+    return GatewayConfig(
+        providers, agents, cron, server, plugins, durability, path, scripts, _limits(r, raw)
+    )
+
+
+def _limits(r: _Reader, raw: Mapping[str, Any]) -> LimitsConfig:
+    lim = r.get(raw, "", "limits", dict, {})
+    r.table(lim, "limits", {f.name for f in fields(LimitsConfig)})
+    d = LimitsConfig()
+    max_open = int(r.get(lim, "limits", "max_open_sessions", int, d.max_open_sessions))
+    if max_open < 1:
+        raise r.error("limits.max_open_sessions", "must be at least 1")
+    ratio = r.positive(lim, "limits", "warn_descriptors_ratio", d.warn_descriptors_ratio)
+    if not 0 < ratio <= 1:
+        raise r.error("limits.warn_descriptors_ratio", "must be a share between 0 and 1")
+    return LimitsConfig(
+        max_open_sessions=max_open,
+        warn_descriptors_ratio=ratio,
+        warn_rss_mb=r.positive(lim, "limits", "warn_rss_mb", d.warn_rss_mb) or d.warn_rss_mb,
+        warn_state_dir_mb=r.positive(lim, "limits", "warn_state_dir_mb", d.warn_state_dir_mb)
+        or d.warn_state_dir_mb,
+    )
 
 
 def state_config(paths: StatePaths, config: str | os.PathLike[str] | None = None) -> GatewayConfig:
@@ -457,4 +498,11 @@ port = 8787
 
 [plugins]
 enabled = ["memory", "model-snapshot", "trajectory", "heartbeat"]
+
+# Resource bounds, and the watermarks `fencepost doctor` and /api/health warn at.
+[limits]
+max_open_sessions = 256                # idle sessions whose files stay open (3 descriptors each)
+warn_descriptors_ratio = 0.8           # share of `ulimit -n`
+warn_rss_mb = 1024
+warn_state_dir_mb = 10240
 """

@@ -18,8 +18,9 @@ from typing import Literal
 
 from ..core import Session, SessionStore, holder_alive, verify_transcript
 from ..errors import ConfigError, FencepostError, OutsideProtocolChangeError
-from .config import StatePaths, load_config
+from .config import LimitsConfig, StatePaths, load_config
 from .gateway import running_gateway
+from .resources import judge, process_usage, state_usage
 
 __all__ = ["Finding", "Status", "run_doctor"]
 
@@ -56,6 +57,7 @@ async def run_doctor(
     out += _check_cron_db(paths)
     out += await _check_sessions(paths, fix=fix)
     out += _check_plugins(paths)
+    out += _check_resources(paths, config)
     if providers:
         out += await _check_providers(paths, config)
     return out
@@ -220,6 +222,23 @@ def _tail_facts(session: Session) -> tuple[int, bool]:
         size = f.seek(0, os.SEEK_END)
         torn = bool(size) and os.pread(f.fileno(), 1, size - 1) != b"\n"
     return quarantined, torn
+
+
+def _check_resources(paths: StatePaths, config: str | None) -> list[Finding]:
+    """Watermarks of the running gateway's process and of the state directory (GATEWAY-I5)."""
+    path = Path(config) if config else paths.config
+    try:
+        limits = load_config(path).limits if path.exists() else LimitsConfig()
+    except ConfigError:
+        limits = LimitsConfig()  # the config check already failed, naming the key
+    owner = running_gateway(paths)
+    pid = owner.get("pid") if owner else None
+    process = process_usage(pid) if isinstance(pid, int) else None
+    subject = f"gateway pid {pid}" if process is not None else None
+    return [
+        Finding(w.check, w.status, w.detail, subject if w.check != "disk" else None)
+        for w in judge(process, state_usage(paths), limits)
+    ]
 
 
 def _check_plugins(paths: StatePaths) -> list[Finding]:

@@ -297,3 +297,20 @@ async def test_stopping_with_a_run_in_flight_records_it_interrupted_and_frees_th
     session = SessionStore(tmp_path / "sessions").session(main_session_id("ops"))
     assert session.lease_holder() is None  # lease and lock released on the way out
     assert verify_transcript(session.path).ok
+
+
+async def test_lanes_are_dropped_when_their_last_turn_ends(tmp_path):
+    """Invariant GATEWAY-I4, with the store's bound (STORE-I11) under a gateway."""
+    from dataclasses import replace
+
+    from fencepost.runtime.config import LimitsConfig
+
+    cfg = replace(config(model="scripted/b"), limits=LimitsConfig(max_open_sessions=4))
+    async with Gateway(StatePaths(tmp_path), cfg, load_entry_points=False) as g:
+        results = await asyncio.gather(*(g.turn(f"s{i}", "ops", prompt="hi") for i in range(30)))
+        assert all(r.ok for r in results)
+        assert g.statistics().lanes == 0
+        assert g.store.statistics().open_sessions <= 4
+        again = await g.turn("s0", "ops", prompt="again")  # an evicted session runs as before
+        assert again.ok
+        assert verify_transcript(g.store.session("s0").path).ok

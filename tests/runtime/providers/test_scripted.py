@@ -78,6 +78,20 @@ async def test_each_conversation_has_its_own_place_in_a_script():
     assert provider.statistics().calls == {"two": 5}
 
 
+def test_places_in_a_script_are_kept_for_a_bounded_number_of_conversations():
+    """Invariant GATEWAY-I4: memory does not grow with the sessions ever run (one isolated cron
+    run is one conversation); the conversation idle longest forgets its place first."""
+    from fencepost.runtime.providers._scripted import MAX_CONVERSATIONS
+
+    provider = ScriptedProvider({"two": parse_script(["tool", "answer"])})
+    provider.step_for("two", "old")
+    for i in range(MAX_CONVERSATIONS):
+        provider.step_for("two", f"run-{i}")
+    assert len(provider._cursor) == MAX_CONVERSATIONS
+    assert provider.step_for("two", f"run-{MAX_CONVERSATIONS - 1}").text == "answer"
+    assert provider.step_for("two", "old").text == "tool"  # forgotten: starts over
+
+
 async def test_an_error_step_raises_its_provider_error_after_the_first_token_delay(sleep):
     script = parse_script([{"error": "rate_limit", "retry_after_s": 3, "first_token_delay_s": 1}])
     provider = ScriptedProvider({"limited": script}, sleep=sleep)

@@ -127,6 +127,7 @@ class GatewayStatistics:
     heartbeats_run: int
     heartbeats_skipped: int
     heartbeats_suppressed: int
+    lanes: int  # sessions with a turn running or queued in this process (GATEWAY-I4)
 
 
 class _Lane:
@@ -199,6 +200,7 @@ class Gateway:
             heartbeats_run=self._counts["hb_run"],
             heartbeats_skipped=self._counts["hb_skipped"],
             heartbeats_suppressed=self._counts["hb_suppressed"],
+            lanes=len(self._lanes),
         )
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -230,7 +232,11 @@ class Gateway:
         self._log_handler = JsonLinesHandler(self.paths.logs / "gateway.jsonl")
         logging.getLogger("fencepost").addHandler(self._log_handler)
         logging.getLogger("fencepost").setLevel(logging.INFO)
-        self.store = SessionStore(self.paths.sessions, durability=self.config.durability)
+        self.store = SessionStore(
+            self.paths.sessions,
+            durability=self.config.durability,
+            max_open_sessions=self.config.limits.max_open_sessions,
+        )
         self.store.subscribe(self._on_transcript_updated)
         self.cron = CronStore(self.paths.cron_db, create=True)
         kw: dict[str, Any] = {}
@@ -418,6 +424,9 @@ class Gateway:
         finally:
             lane.current_run = None
             lane.lock.release()
+            if not lane.waiting and not lane.busy:
+                # Invariant GATEWAY-I4: a lane lives only while a turn runs or waits in it.
+                del self._lanes[session_id]
 
     async def _turn(
         self,

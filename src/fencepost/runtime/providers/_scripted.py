@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,11 @@ def _tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+#: Conversations whose place in their script is remembered: far more than run at once, so only
+#: one that has been idle longest forgets and starts its script over.
+MAX_CONVERSATIONS = 4096
+
+
 class ScriptedProvider:
     """Plays scripts by model name. ``sleep`` is injectable so tests never wait for real."""
 
@@ -172,7 +178,8 @@ class ScriptedProvider:
         self._sleep = sleep
         self._now_s = now_s
         self._calls: dict[str, int] = {}  # calls per script, for statistics
-        self._cursor: dict[tuple[str, str | None], int] = {}  # per (script, conversation)
+        # per (script, conversation), least recently used first; bounded (GATEWAY-I4)
+        self._cursor: OrderedDict[tuple[str, str | None], int] = OrderedDict()
 
     def step_for(self, model: str, conversation: str | None = None) -> ScriptStep:
         """The step the next call of ``model`` in ``conversation`` plays (and advance)."""
@@ -186,8 +193,10 @@ class ScriptedProvider:
             )
         self._calls[model] = self._calls.get(model, 0) + 1
         key = (model, conversation)
-        n = self._cursor.get(key, 0)
+        n = self._cursor.pop(key, 0)
         self._cursor[key] = n + 1
+        if len(self._cursor) > MAX_CONVERSATIONS:
+            self._cursor.popitem(last=False)  # the conversation unused the longest starts over
         return script[n % len(script)]
 
     async def complete(

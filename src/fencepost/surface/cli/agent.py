@@ -98,7 +98,9 @@ async def _run(
         elif isinstance(event, AttemptFailed):
             console.print(f"[yellow]{event.model}: {event.error}[/yellow]")
 
-    store = SessionStore(paths.sessions, durability=cfg.durability)
+    store = SessionStore(
+        paths.sessions, durability=cfg.durability, max_open_sessions=cfg.limits.max_open_sessions
+    )
     try:
         async with ProviderRegistry(cfg.providers, scripts=cfg.scripts) as providers:
             result = await run_turn(

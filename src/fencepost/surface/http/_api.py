@@ -30,6 +30,7 @@ from ...runtime.cron import (
     parse_since,
 )
 from ...runtime.gateway import Gateway
+from ...runtime.resources import judge, process_usage, state_usage
 from ._errors import ApiError
 from ._jobs import edit_from_body, job_from_body
 from ._records import record_json, session_summary, snapshot
@@ -114,6 +115,9 @@ def run_json(run: RunRecord) -> dict[str, Any]:
 async def health(request: Request) -> Response:
     gw = gateway_of(request)
     started = gw.started_at
+    process = process_usage()
+    state = await run_in_threadpool(state_usage, gw.paths)  # O(files): off the loop (HTTP-I7)
+    marks = judge(process, state, gw.config.limits)
     return JSONResponse(
         {
             "status": "ok",
@@ -126,6 +130,12 @@ async def health(request: Request) -> Response:
             "gateway": dataclasses.asdict(gw.statistics()),
             "cron": dataclasses.asdict(gw.cron.statistics()),
             "agents": sorted(gw.agents),
+            "store": dataclasses.asdict(gw.store.statistics()),
+            "resources": {
+                "process": process.to_json() if process else None,
+                "state": state.to_json(),
+                "warnings": [dataclasses.asdict(w) for w in marks if w.status == "warn"],
+            },
         }
     )
 

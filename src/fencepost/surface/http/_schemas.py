@@ -326,6 +326,26 @@ _SCHEMAS: dict[str, Any] = {
             "gateway": {"type": "object"},
             "cron": {"type": "object"},
             "agents": {"type": "array", "items": {"type": "string"}},
+            "store": {"type": "object", "description": "open sessions against the bound"},
+            "resources": {
+                "type": "object",
+                "description": "watermarks: descriptors, memory, threads, disk (GATEWAY-I5)",
+                "properties": {
+                    "process": {"type": ["object", "null"]},
+                    "state": {"type": "object"},
+                    "warnings": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "check": {"type": "string"},
+                                "status": {"const": "warn"},
+                                "detail": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
         },
     },
 }
