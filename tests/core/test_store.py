@@ -129,7 +129,8 @@ async def test_readers_never_change_a_byte(store):
 
 
 async def test_path_like_session_ids_are_refused_before_touching_the_disk(store):
-    for bad in ["../etc", "a/b", "..", ".hidden", "", "x" * 200, "a\x00b", "a\\b", "sp ace"]:
+    bad_ids = ["../etc", "a/b", "..", ".hidden", "", "x" * 200, "a\x00b", "a\\b", "sp ace"]
+    for bad in [*bad_ids, "abc\n", "abc\r\n", "\nabc", "\udcff"]:
         with pytest.raises(InvalidSessionIdError):
             store.session(bad)
     assert os.listdir(store.root) == []

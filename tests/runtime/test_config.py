@@ -18,7 +18,7 @@ def test_the_starter_config_loads(tmp_path):
     cfg = load_config(write(tmp_path, STARTER_CONFIG))
     assert cfg.agents["ops"].model == "scripted/fast"
     assert cfg.server.host == "127.0.0.1"
-    assert cfg.limits.max_open_sessions == 256
+    assert cfg.limits.max_open_sessions == 128
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ from ._store import (
     SessionStore,
     SessionStoreStatistics,
     TranscriptUpdated,
+    validate_session_id,
 )
 from ._sync import SyncSession, SyncSessionStore
 from ._tree import ContextMessage, ModelContext, active_path, build_context
@@ -103,6 +104,7 @@ __all__ = [
     "read_transcript",
     "session_info",
     "thinking_level_change",
+    "validate_session_id",
     "validate_writer_kind",
     "verify_transcript",
     "walk_chain",

@@ -76,6 +76,7 @@ __all__ = [
     "TranscriptUpdated",
     "DEFAULT_LOCK_TIMEOUT_S",
     "DEFAULT_MAX_OPEN_SESSIONS",
+    "validate_session_id",
 ]
 
 log = logging.getLogger("fencepost.core")
@@ -88,26 +89,28 @@ Durability = Literal["fsync", "buffered"]
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 
 #: Sessions whose files a store keeps open while idle (three descriptors each: transcript, state
-#: record, lock). Far below the common ``ulimit -n 1024``, far above the sessions a gateway writes
-#: in any one minute; reopening an evicted session costs three ``open`` calls.
-DEFAULT_MAX_OPEN_SESSIONS = 256
+#: record, lock). 384 descriptors leave most of the common ``ulimit -n 1024`` to busy sessions,
+#: sockets and databases (256 would be 75%, past the default warning watermark), and it is far
+#: above the sessions a gateway writes in any one minute; a reopen costs three ``open`` calls.
+DEFAULT_MAX_OPEN_SESSIONS = 128
 
 #: Busy sessions an eviction pass steps over before it gives up until the next use (amortized O(1)
 #: even when most open sessions are busy).
 _EVICTION_SCAN = 16
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # whole string: fullmatch
 
 
 def validate_session_id(session_id: str) -> str:
-    """Refuse path-like and malformed ids before they touch the filesystem."""
+    """Refuse path-like and malformed ids before they touch the filesystem (the one rule: the
+    CLI, the HTTP API, cron targets and plugins all call this). Returns the id."""
     if not isinstance(session_id, str):
         raise TypeError(f"session id must be a str, not {type(session_id).__name__}")
     if "/" in session_id or "\\" in session_id or "\x00" in session_id:
         raise InvalidSessionIdError(session_id, "it contains a path separator")
     if session_id in {".", ".."} or ".." in session_id:
         raise InvalidSessionIdError(session_id, "it contains '..'")
-    if not _SESSION_ID.match(session_id):
+    if not _SESSION_ID.fullmatch(session_id):
         raise InvalidSessionIdError(session_id, "it has characters outside the allowed set")
     return session_id
 
@@ -315,7 +318,7 @@ class SessionStore:
         """Ids of the transcripts in the directory (read-only; no file is opened for writing)."""
         out = []
         for name in os.listdir(self.root):
-            if name.endswith(".jsonl") and _SESSION_ID.match(name[:-6]) and ".." not in name:
+            if name.endswith(".jsonl") and _SESSION_ID.fullmatch(name[:-6]) and ".." not in name:
                 out.append(name[:-6])
         return sorted(out)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..core import Durability
+from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
 from .agent import AgentSpec, ToolRegistry
 from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
@@ -126,7 +126,7 @@ class LimitsConfig:
 
     #: Idle sessions whose files stay open (three descriptors each; docs/design/write-protocol.md
     #: STORE-I11).
-    max_open_sessions: int = 256
+    max_open_sessions: int = DEFAULT_MAX_OPEN_SESSIONS
     #: Warn when open descriptors pass this share of the process limit (``ulimit -n``).
     warn_descriptors_ratio: float = 0.8
     #: Warn when the gateway's resident memory passes this.
@@ -317,7 +317,7 @@ def parse_config(
         key = f"agents.{name}"
         if not isinstance(a, dict):
             raise r.error(key, "must be a table")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise r.error(key, f"agent name {name!r} must be letters, digits, '_', '.', '-'")
         r.table(
             a,
@@ -501,7 +501,7 @@ enabled = ["memory", "model-snapshot", "trajectory", "heartbeat"]
 
 # Resource bounds, and the watermarks `fencepost doctor` and /api/health warn at.
 [limits]
-max_open_sessions = 256                # idle sessions whose files stay open (3 descriptors each)
+max_open_sessions = 128                # idle sessions whose files stay open (3 descriptors each)
 warn_descriptors_ratio = 0.8           # share of `ulimit -n`
 warn_rss_mb = 1024
 warn_state_dir_mb = 10240

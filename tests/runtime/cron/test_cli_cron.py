@@ -126,6 +126,8 @@ def test_relative_at_and_every_jobs_get_their_next_run(state):
         (["--at", "20m", "--every", "1h"], InvalidScheduleError, "one of --at"),
         ([], InvalidScheduleError, "needs a schedule"),
         (["--every", "1h", "--target", "session:../x"], InvalidJobError, "invalid session id"),
+        (["--every", "1h", "--target", "session:abc\n"], InvalidJobError, "invalid session id"),
+        (["--every", "1h", "--deliver", "session:abc\n"], InvalidJobError, "invalid session id"),
         (["--every", "1h", "--model", "gpt4"], InvalidJobError, "provider/model"),
         (["--every", "1h", "--deliver", "ftp://x"], InvalidJobError, "unknown delivery"),
         (["--every", "1h", "--delete-after-run"], InvalidJobError, "one-shot"),
@@ -135,6 +137,16 @@ def test_bad_input_is_refused_when_given_with_a_clear_message(state, args, error
     res = fp(state, "add", "--name", "x", "--agent", "ops", "--message", "m", *args, ok=False)
     assert isinstance(res.exception, error), res.output
     assert message in str(res.exception)
+    assert not json.loads(fp(state, "list", "--json").output)
+
+
+@pytest.mark.parametrize("name", ["daily\n", "a\x00b", "bad\udcffname", "x" * 201])
+def test_a_job_name_with_control_characters_or_lone_surrogates_is_refused(state, name):
+    res = fp(
+        state, "add", "--name", name, "--agent", "ops", "--message", "m", "--every", "1h", ok=False
+    )
+    assert isinstance(res.exception, InvalidJobError), res.output
+    assert "job name" in str(res.exception)
     assert not json.loads(fp(state, "list", "--json").output)
 
 

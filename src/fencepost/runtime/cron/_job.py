@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fencepost.errors import InvalidJobError
+from fencepost.core import validate_session_id
+from fencepost.errors import InvalidJobError, InvalidSessionIdError
 
 from ._schedule import (
     AtSchedule,
@@ -47,10 +48,10 @@ MAX_TIMEOUT_S = 86400.0
 PayloadKind = Literal["agent_turn", "system_event"]
 DeliveryKind = Literal["none", "session", "webhook"]
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_AGENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # fullmatch
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _JOB_ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
-_NAME = re.compile(r"^[^\x00-\x1f]{1,200}$")
+_NAME = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}")  # fullmatch; no lone surrogates
 _MODEL = re.compile(r"^[A-Za-z0-9._-]+/[^\s]+$")
 
 
@@ -162,7 +163,7 @@ def known_names_validator(
 
 def validate_job_id(job_id: str) -> str:
     """A full uuid4 job id; anything path-like or malformed is refused."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidJobError(
             f"invalid job id {job_id!r}: job ids are lowercase uuid4 strings", key="job_id"
         )
@@ -170,7 +171,7 @@ def validate_job_id(job_id: str) -> str:
 
 
 def validate_job_id_prefix(text: str) -> str:
-    if not _JOB_ID_PREFIX.match(text):
+    if not _JOB_ID_PREFIX.fullmatch(text):
         raise InvalidJobError(
             f"invalid job id {text!r}: give a job id or a prefix of at least 4 of its characters",
             key="job_id",
@@ -208,20 +209,22 @@ def parse_delivery(text: str | None) -> Delivery:
 
 
 def _check_session_id(sid: str, key: str) -> None:
-    if not _SESSION_ID.match(sid) or ".." in sid:
+    try:
+        validate_session_id(sid)  # the store's own rule, so the store never sees what it refuses
+    except (InvalidSessionIdError, TypeError):
         raise InvalidJobError(
             f"invalid session id {sid!r}: use 1-128 characters from letters, digits, '.', '_' "
             "and '-', not starting with '.'",
             key=key,
-        )
+        ) from None
 
 
 def validate_job(job: Job, validator: JobValidator | None = None) -> Job:
     """Refuse a job that could never run correctly, naming the field (DESIGN.md §6)."""
     validate_job_id(job.job_id)
-    if not _NAME.match(job.name):
+    if not isinstance(job.name, str) or not _NAME.fullmatch(job.name):
         raise InvalidJobError("a job name needs 1-200 printable characters", key="name")
-    if not job.agent or not _SESSION_ID.match(job.agent):
+    if not isinstance(job.agent, str) or not _AGENT.fullmatch(job.agent):
         raise InvalidJobError(
             f"invalid agent name {job.agent!r}: letters, digits, '.', '_' and '-'", key="agent"
         )
@@ -238,7 +241,7 @@ def validate_job(job: Job, validator: JobValidator | None = None) -> Job:
             key="target",
         )
     for ref in (job.model, *job.fallbacks):
-        if ref is not None and not _MODEL.match(ref):
+        if ref is not None and not _MODEL.fullmatch(ref):
             raise InvalidJobError(
                 f"invalid model reference {ref!r}; write provider/model, e.g. openai/gpt-4o",
                 key="model",

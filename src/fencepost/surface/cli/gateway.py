@@ -22,14 +22,20 @@ from ._options import config_option, home_option
 __all__ = ["demo", "gateway", "serve"]
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
-    """Bind here, so a busy port is a clear error instead of uvicorn exiting the process."""
+def _listen_socket(host: str, port: int, *, token: str | None, setting: str) -> socket.socket:
+    """Bind here, so a busy port is a clear error instead of uvicorn exiting the process, and
+    only after the address is allowed (Invariant HTTP-I8: nothing listens beyond loopback
+    without a token, whichever setting gave the address)."""
+    from ..http import check_bind
+
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError) as exc:
         raise ConfigError(
-            f"cannot resolve server host {host!r}: {exc}", key="server.host"
+            f"cannot resolve {setting} {host!r}: {exc}",
+            key=setting if setting.startswith("server.") else None,
         ) from None
+    check_bind(str(addr[0]), token=token, setting=setting)
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -60,9 +66,19 @@ async def serve(
     announce: bool = True,
 ) -> None:
     """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully."""
-    from ..http import close_streams, create_app
+    from ..http import close_streams, create_app, resolve_token
 
-    sock = _listen_socket(host or cfg.server.host, cfg.server.port if port is None else port)
+    token = resolve_token(cfg.server.token_env, os.environ)
+    if host is not None:
+        setting = "FENCEPOST_HOST" if os.environ.get("FENCEPOST_HOST") == host else "--host"
+    else:
+        setting = "server.host"
+    sock = _listen_socket(
+        host or cfg.server.host,
+        cfg.server.port if port is None else port,
+        token=token,
+        setting=setting,
+    )
     gw = Gateway(paths, cfg)
     try:
         await gw.start()
@@ -75,7 +91,6 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     server = None
     try:
-        token = os.environ.get(cfg.server.token_env) if cfg.server.token_env else None
         app = create_app(gw, token=token)
         config = uvicorn.Config(
             app,
@@ -135,7 +150,13 @@ port_option = click.option(
 @click.command("gateway")
 @home_option
 @config_option
-@click.option("--host", default=None, help="Bind address [default: from config, 127.0.0.1].")
+@click.option(
+    "--host",
+    default=None,
+    envvar="FENCEPOST_HOST",
+    show_envvar=True,
+    help="Bind address [default: from config, 127.0.0.1]; beyond loopback needs a token.",
+)
 @port_option
 def gateway(home: Path | None, config: str | None, host: str | None, port: int | None) -> None:
     """Run the gateway in the foreground (Ctrl-C stops it gracefully).

@@ -6,7 +6,14 @@ uvicorn in the gateway's own event loop.
 
 from __future__ import annotations
 
-from ._app import COOKIE_NAME, close_streams, create_app
+from ._app import COOKIE_NAME, check_bind, close_streams, create_app, resolve_token
 from ._schemas import openapi_document
 
-__all__ = ["COOKIE_NAME", "close_streams", "create_app", "openapi_document"]
+__all__ = [
+    "COOKIE_NAME",
+    "check_bind",
+    "close_streams",
+    "create_app",
+    "openapi_document",
+    "resolve_token",
+]

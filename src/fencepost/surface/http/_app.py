@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -26,13 +27,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...errors import FencepostError
+from ...errors import ConfigError, FencepostError
 from ...runtime.gateway import Gateway
 from ._api import api_routes
 from ._errors import ApiError, error_body, error_response, translate
 from ._views import dashboard_routes, make_templates
 
-__all__ = ["COOKIE_NAME", "close_streams", "create_app"]
+__all__ = ["COOKIE_NAME", "check_bind", "close_streams", "create_app", "resolve_token"]
 
 log = logging.getLogger("fencepost.http")
 
@@ -68,6 +69,41 @@ def _is_loopback_host_header(host: str) -> bool:
     elif name.count(":") == 1:
         name = name.split(":")[0]
     return name in _LOOPBACK_NAMES or _is_loopback_ip(name or "?")
+
+
+def resolve_token(token_env: str | None, environ: Mapping[str, str]) -> str | None:
+    """The API token named by ``server.token_env`` (None when no variable is named).
+
+    A named variable that is unset or blank is an error, never "no token": the operator asked
+    for a token, and serving without one would open the gateway (Invariant HTTP-I8).
+    """
+    if not token_env:
+        return None
+    token = environ.get(token_env)
+    if token is None or not token.strip():
+        state = "is not set" if token is None else "is empty"
+        raise ConfigError(
+            f"server.token_env names the environment variable {token_env}, which {state}; "
+            f"export {token_env}=<a long random token>, or remove server.token_env to serve "
+            "loopback only",
+            key="server.token_env",
+        )
+    return token
+
+
+def check_bind(address: str, *, token: str | None, setting: str) -> None:
+    """Refuse to listen beyond loopback without a token (Invariant HTTP-I8; pure).
+
+    ``address`` is the resolved IP the socket would bind; ``setting`` says where the address
+    came from (``--host``, ``FENCEPOST_HOST``, ``server.host``), so the error names it.
+    """
+    if token is None and not _is_loopback_ip(address):
+        raise ConfigError(
+            f"{setting} binds {address}, beyond loopback, but no API token is configured: set "
+            "server.token_env to the name of an environment variable holding a token, or bind "
+            "127.0.0.1",
+            key=setting if setting.startswith("server.") else None,
+        )
 
 
 def _cookie_value(token: str) -> str:
@@ -119,17 +155,22 @@ class Guard:
             auth = request.headers.get("authorization", "")
             scheme, _, given = auth.partition(" ")
             bearer = scheme.lower() == "bearer" and hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
+                given.strip().encode("utf-8", "surrogatepass"), self.token.encode()
             )
             cookie = request.cookies.get(COOKIE_NAME, "")
-            by_cookie = bool(cookie) and hmac.compare_digest(cookie, self.cookie or "")
+            # Bytes, so a cookie with non-ASCII characters is a mismatch (401), never a 500.
+            by_cookie = bool(cookie) and hmac.compare_digest(
+                cookie.encode("utf-8", "surrogatepass"), (self.cookie or "").encode()
+            )
             if not bearer and not by_cookie:
                 query = request.query_params.get("token")
                 if (
                     query is not None
                     and method == "GET"
                     and not _is_api(request.url.path)
-                    and hmac.compare_digest(query.encode(), self.token.encode())
+                    and hmac.compare_digest(
+                        query.encode("utf-8", "surrogatepass"), self.token.encode()
+                    )
                 ):
                     return self._set_cookie(request)
                 return ApiError(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ....errors import FencepostError, InvalidSessionIdError
+from ....core import validate_session_id
+from ....errors import FencepostError
 from .._hooks import hookimpl
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ __all__ = [
     "trajectory_path",
 ]
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
-
 
 class TrajectoryNotFoundError(FencepostError, LookupError):
     """No trajectory was recorded for a session (or no such session)."""
@@ -53,8 +51,7 @@ class TrajectoryNotFoundError(FencepostError, LookupError):
 
 def trajectory_path(trajectories: str | os.PathLike[str], session_id: str) -> Path:
     """The sidecar file of a session; a path-like id is refused (InvalidSessionIdError)."""
-    if not _SESSION_ID.match(session_id) or ".." in session_id:
-        raise InvalidSessionIdError(session_id, "not a plain session id")
+    validate_session_id(session_id)  # raises InvalidSessionIdError for a path-like id
     # Invariant TRAJECTORY-I1: the recorder's file lives under trajectories/, never a transcript.
     return Path(trajectories) / f"{session_id}.jsonl"
 
