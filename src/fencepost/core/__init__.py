@@ -24,6 +24,7 @@ from ._format import (
     session_info,
     thinking_level_change,
 )
+from ._index import ContextRead, read_context
 from ._lease import (
     DEFAULT_LEASE_TTL_S,
     Attempt,
@@ -64,6 +65,7 @@ __all__ = [
     "ChainProblem",
     "ChainReport",
     "ContextMessage",
+    "ContextRead",
     "Durability",
     "FenceEvent",
     "ModelContext",
@@ -96,6 +98,7 @@ __all__ = [
     "message",
     "model_change",
     "parse_transcript",
+    "read_context",
     "read_transcript",
     "session_info",
     "thinking_level_change",
