@@ -13,17 +13,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core import Attempt, ContextMessage, ModelContext, compaction
+from ...core import Attempt, ContextMessage, ModelContext, Session, compaction, read_context
+from ..providers import ModelRequest, ProviderRegistry, RetryPolicy, complete
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "DEFAULT_KEEP_RECENT_TOKENS",
     "DEFAULT_RESERVE_TOKENS",
     "SUMMARY_SYSTEM_PROMPT",
+    "CompactionDone",
     "CompactionPlan",
     "CompactionSettings",
     "Summariser",
     "compact",
+    "compact_session",
+    "model_summariser",
     "context_tokens",
     "estimate_tokens",
     "plan_compaction",
@@ -210,3 +214,65 @@ async def compact(attempt: Attempt, plan: CompactionPlan, summarise: Summariser)
     # Invariant COMPACT-I4: one entry appended; nothing before it is removed or rewritten.
     result = await attempt.append(entry, writer="compaction")
     return result.entry_ids[0], summary
+
+
+def model_summariser(
+    chain: Sequence[str],
+    providers: ProviderRegistry,
+    *,
+    max_tokens: int = 4096,
+    conversation: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Summariser:
+    """A model chain asked for a summary (pi summarises with the agent's own model)."""
+
+    async def summarise(prompt: str) -> str:
+        request = ModelRequest(
+            messages=[{"role": "user", "content": prompt}],
+            system=SUMMARY_SYSTEM_PROMPT,
+            max_tokens=max_tokens,
+            conversation=conversation,
+            purpose="summary",
+        )
+        completion = await complete(list(chain), request, providers=providers, retry=retry)
+        content = completion.message.get("content")
+        if isinstance(content, str):
+            return content
+        return "".join(
+            str(b.get("text", ""))
+            for b in content or []
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
+
+    return summarise
+
+
+@dataclass(frozen=True)
+class CompactionDone:
+    """What ``compact_session`` did (``entry_id`` None: a dry run, or nothing to compact)."""
+
+    plan: CompactionPlan | None
+    entry_id: str | None
+    summary: str | None
+
+
+async def compact_session(
+    session: Session,
+    settings: CompactionSettings,
+    summarise: Summariser,
+    *,
+    run_id: str,
+    dry_run: bool = False,
+    wait_timeout_s: float | None = None,
+) -> CompactionDone:
+    """Compact by hand (``fencepost sessions compact``): whatever the budget, under the lease.
+    A dry run only reads: it takes no lease and writes nothing to the transcript."""
+    if dry_run:
+        plan = plan_compaction(read_context(session.path).context, settings, force=True)
+        return CompactionDone(plan, None, None)
+    async with session.attempt(run_id, wait_timeout_s=wait_timeout_s) as attempt:
+        plan = plan_compaction(read_context(session.path).context, settings, force=True)
+        if plan is None:
+            return CompactionDone(None, None, None)
+        entry_id, summary = await compact(attempt, plan, summarise)
+        return CompactionDone(plan, entry_id, summary)

@@ -38,7 +38,7 @@ from ..providers import (
     complete,
     context_messages,
 )
-from ._compaction import SUMMARY_SYSTEM_PROMPT, CompactionSettings, compact, plan_compaction
+from ._compaction import CompactionSettings, compact, model_summariser, plan_compaction
 from ._tools import Tool, ToolContext, ToolFailed, check_arguments
 
 __all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
@@ -252,7 +252,14 @@ async def _loop(
     if plan is not None:
         # Invariant COMPACT-I1: a context past its budget is compacted before the model call.
         try:
-            await compact(attempt, plan, _summariser(agent, chain, providers, retry, session))
+            summarise = model_summariser(
+                chain,
+                providers,
+                max_tokens=agent.max_tokens,
+                conversation=session.session_id,
+                retry=retry,
+            )
+            await compact(attempt, plan, summarise)
             turn.written += 1
             read = _read_context(session)
         except ProviderError:
@@ -319,29 +326,6 @@ def _read_context(session: Session) -> ContextRead | None:
     if not session.exists():
         return None
     return read_context(session.path)
-
-
-def _summariser(
-    agent: AgentSpec,
-    chain: list[str],
-    providers: ProviderRegistry,
-    retry: RetryPolicy | None,
-    session: Session,
-) -> Callable[[str], Awaitable[str]]:
-    """The agent's own model chain, asked for a summary (pi summarises with the agent's model)."""
-
-    async def summarise(prompt: str) -> str:
-        request = ModelRequest(
-            messages=[{"role": "user", "content": prompt}],
-            system=SUMMARY_SYSTEM_PROMPT,
-            max_tokens=agent.max_tokens,
-            conversation=session.session_id,
-            purpose="summary",
-        )
-        completion = await complete(chain, request, providers=providers, retry=retry)
-        return _text(completion.message)
-
-    return summarise
 
 
 async def _call(
