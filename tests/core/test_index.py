@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fencepost import (
     SessionStore,
@@ -131,3 +134,64 @@ async def test_reading_the_context_never_changes_a_byte_of_the_transcript(store)
     read_context(sess.path)
     read_context(sess.path)
     assert (Path(sess.path).read_bytes(), os.stat(sess.path).st_mtime_ns) == before
+
+
+@st.composite
+def histories(draw):
+    """Linear turns, compactions naming an earlier entry on the path, and branches."""
+    ops = draw(
+        st.lists(
+            st.one_of(
+                st.just(("user",)),
+                st.just(("assistant",)),
+                st.tuples(st.just("compact"), st.integers(0, 10**6)),
+                st.tuples(st.just("branch"), st.integers(0, 10**6)),
+                st.just(("read",)),
+            ),
+            max_size=40,
+        )
+    )
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_read_context_always_gives_the_messages_of_a_full_parse(ops):
+    # Invariants INDEX-I1, INDEX-I2, INDEX-I3 under any mix of compactions and branches.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.jsonl")
+        lines = [
+            json.dumps({"type": "session", "version": 3, "id": "s", "timestamp": "t", "cwd": "/"})
+        ]
+        parents: dict[str, str | None] = {}
+        leaf: str | None = None
+        n = 0
+
+        def add(obj):
+            nonlocal leaf, n
+            n += 1
+            eid = f"{n:08x}"
+            lines.append(json.dumps({**obj, "id": eid, "parentId": leaf, "timestamp": "t"}))
+            parents[eid] = leaf
+            leaf = eid
+
+        def on_path():
+            out, cur = [], leaf
+            while cur is not None:
+                out.append(cur)
+                cur = parents[cur]
+            return out[::-1]
+
+        for op in ops:
+            if op[0] in ("user", "assistant"):
+                add(message(op[0], f"{op[0]} {n}"))
+            elif op[0] == "compact" and leaf is not None:
+                path_ids = on_path()
+                add(compaction(f"summary {n}", path_ids[op[1] % len(path_ids)], n))
+            elif op[0] == "branch" and parents:
+                leaf = sorted(parents)[op[1] % len(parents)]
+            Path(path).write_text("\n".join(lines) + "\n")
+            if op[0] == "read" or op is ops[-1]:
+                assert read_context(path).context.messages == _full(path).messages
+        if len(lines) > 1:
+            assert read_context(path).context.messages == _full(path).messages
