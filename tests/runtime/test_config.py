@@ -63,3 +63,30 @@ def test_invalid_toml_and_missing_files_are_clear(tmp_path):
         load_config(write(tmp_path, "[agents\n"))
     with pytest.raises(ConfigError, match="fencepost init"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_the_context_window_comes_with_the_model_and_compaction_with_the_agent(tmp_path):
+    from fencepost.runtime.agent import DEFAULT_CONTEXT_WINDOW, ToolRegistry
+    from fencepost.runtime.config import StatePaths, agent_spec
+
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[models."scripted/fast"]\ncontext_window = 32000\n'
+            '[agents.a]\nmodel = "scripted/fast"\n'
+            "[agents.a.compaction]\nreserve_tokens = 4000\nkeep_recent_tokens = 8000\n"
+            '[agents.b]\nmodel = "scripted/slow"\n',
+        )
+    )
+    paths = StatePaths(tmp_path)
+    a = agent_spec(cfg.agents["a"], ToolRegistry(), paths, context_windows=cfg.context_windows)
+    b = agent_spec(cfg.agents["b"], ToolRegistry(), paths, context_windows=cfg.context_windows)
+    assert (a.compaction.context_window, a.compaction.threshold_tokens) == (32000, 28000)
+    assert a.compaction.keep_recent_tokens == 8000
+    assert b.compaction.context_window == DEFAULT_CONTEXT_WINDOW and b.compaction.enabled
+
+
+def test_a_bad_model_budget_names_its_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, '[models."scripted/fast"]\ncontext_windw = 3\n'))
+    assert "context_windw" in str(err.value)

@@ -187,3 +187,72 @@ def test_tail_follow_shows_records_as_they_land_with_their_writer(tmp_path):
     finally:
         tail.send_signal(signal.SIGTERM)
         tail.communicate()
+
+
+def _long_session(root, turns=6):
+    import asyncio
+
+    async def fill():
+        store = SessionStore(root, durability="buffered")
+        for i in range(turns):
+            await store.session("m").append(
+                [message("user", f"check {i} " + "q" * 300), message("assistant", "a" * 300)],
+                writer="delivery",
+            )
+        store.close()
+
+    asyncio.run(fill())
+
+
+def test_sessions_compact_dry_run_writes_nothing_and_compact_appends_one_verified_entry(tmp_path):
+    # Invariant COMPACT-I4: by hand too, every record stays and the transcript verifies.
+    root = str(tmp_path / "sessions")
+    _long_session(root)
+    path = os.path.join(root, "m.jsonl")
+    with open(path, "rb") as f:
+        before = f.read()
+    home = ["--home", str(tmp_path / "home")]
+    dry = procs.cli(
+        "sessions",
+        "compact",
+        "--root",
+        root,
+        *home,
+        "m",
+        "--dry-run",
+        "--json",
+        "--keep-tokens",
+        "200",
+    )
+    assert dry.returncode == 0, dry.stderr.decode()
+    plan = json.loads(dry.stdout)
+    assert plan["dry_run"] and not plan["compacted"] and plan["summarized_messages"] > 0
+    with open(path, "rb") as f:
+        assert f.read() == before
+    done = procs.cli(
+        "sessions",
+        "compact",
+        "--root",
+        root,
+        *home,
+        "m",
+        "--json",
+        "--keep-tokens",
+        "200",
+        "--summary",
+        "operator summary",
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    got = json.loads(done.stdout)
+    assert got["compacted"] and got["first_kept_entry_id"] == plan["first_kept_entry_id"]
+    with open(path, "rb") as f:
+        after = f.read()
+    assert after.startswith(before)
+    last = json.loads(after.splitlines()[-1])
+    assert last["type"] == "compaction" and last["summary"] == "operator summary"
+    assert last["firstKeptEntryId"] == plan["first_kept_entry_id"]
+    assert last["fencepost"]["writer"] == "compaction"
+    assert procs.cli("sessions", "verify", "--root", root, "m").returncode == 0
+    by_model = procs.cli("sessions", "compact", "--root", root, *home, "m", "--keep-tokens", "100")
+    assert by_model.returncode == 0, by_model.stderr.decode()
+    assert b"compacted" in by_model.stdout

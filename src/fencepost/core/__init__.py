@@ -24,6 +24,7 @@ from ._format import (
     session_info,
     thinking_level_change,
 )
+from ._index import ContextRead, read_context
 from ._lease import (
     DEFAULT_LEASE_TTL_S,
     Attempt,
@@ -68,6 +69,7 @@ __all__ = [
     "ChainProblem",
     "ChainReport",
     "ContextMessage",
+    "ContextRead",
     "Durability",
     "FenceEvent",
     "ModelContext",
@@ -101,6 +103,7 @@ __all__ = [
     "message",
     "model_change",
     "parse_transcript",
+    "read_context",
     "read_transcript",
     "session_info",
     "thinking_level_change",

@@ -144,9 +144,13 @@ class Attempt:
     # ---- the API the runner uses ---------------------------------------------------------
 
     async def append(
-        self, entries: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+        self,
+        entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        writer: Literal["attempt", "compaction"] = "attempt",
     ) -> AppendResult:
-        """Write under the lease (writer kind ``attempt``). Needs the write lock held."""
+        """Write under the lease (writer kind ``attempt``, or ``compaction`` for a compaction
+        entry the holder writes). Needs the write lock held."""
         self._check()
         if not self._holds_lock:
             raise RuntimeError("attempt.append inside released(): model I/O holds no lock")
@@ -157,7 +161,7 @@ class Attempt:
         self._fence_epoch(state)  # Invariant LEASE-I3: no write under a stale epoch
         try:
             result = await self.session._append_locked(
-                batch, writer="attempt", run_id=self.run_id, epoch=self.epoch
+                batch, writer=writer, run_id=self.run_id, epoch=self.epoch
             )
         except OutsideProtocolChangeError as exc:
             raise self._lose(exc.reason, exc.description) from None

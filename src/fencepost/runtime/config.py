@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
-from .agent import AgentSpec, ToolRegistry
+from .agent import DEFAULT_CONTEXT_WINDOW, AgentSpec, CompactionSettings, ToolRegistry
 from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
 
 __all__ = [
@@ -104,6 +104,8 @@ class AgentConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     #: Steer a running turn with a message that arrives meanwhile (else: queue a follow-up).
     steering: bool = True
+    #: ``[agents.<name>.compaction]``; the context window comes from ``[models."<ref>"]``.
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class GatewayConfig:
     path: str | None = None
     #: Scripts for the built-in ``scripted`` provider, by name (``scripted/<name>``).
     scripts: Mapping[str, Script] = field(default_factory=dict)
+    #: ``[models."provider/model"] context_window = N``: per-model token budgets.
+    context_windows: Mapping[str, int] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
@@ -154,9 +158,16 @@ DEFAULT_AGENT = AgentConfig(name="default", model="scripted/fast")
 
 
 def agent_spec(
-    cfg: AgentConfig, tools: ToolRegistry, paths: StatePaths, *, model: str | None = None
+    cfg: AgentConfig,
+    tools: ToolRegistry,
+    paths: StatePaths,
+    *,
+    model: str | None = None,
+    context_windows: Mapping[str, int] | None = None,
 ) -> AgentSpec:
     """The runner's view of a configured agent (unknown tool names are a ConfigError)."""
+    ref = model or cfg.model
+    window = (context_windows or {}).get(str(ModelRef.parse(ref)), DEFAULT_CONTEXT_WINDOW)
     return AgentSpec(
         name=cfg.name,
         model=model or cfg.model,
@@ -166,6 +177,12 @@ def agent_spec(
         workspace=Path(cfg.workspace) if cfg.workspace else paths.workspace(cfg.name),
         max_steps=cfg.max_steps,
         http_allow=frozenset(cfg.http_allow),
+        compaction=CompactionSettings(
+            enabled=cfg.compaction.enabled,
+            context_window=window,
+            reserve_tokens=cfg.compaction.reserve_tokens,
+            keep_recent_tokens=cfg.compaction.keep_recent_tokens,
+        ),
     )
 
 
@@ -281,8 +298,32 @@ def parse_config(
     r.table(
         raw,
         "",
-        {"providers", "agents", "cron", "server", "plugins", "durability", "scripts", "limits"},
+        {
+            "providers",
+            "agents",
+            "cron",
+            "server",
+            "plugins",
+            "durability",
+            "scripts",
+            "models",
+            "limits",
+        },
     )
+    windows: dict[str, int] = {}
+    for ref, m in r.get(raw, "", "models", dict, {}).items():
+        key = f"models.{ref}"
+        if not isinstance(m, dict):
+            raise r.error(key, "must be a table")
+        r.table(m, key, {"context_window"})
+        try:
+            canonical = str(ModelRef.parse(ref))
+        except ConfigError as exc:
+            raise r.error(key, str(exc)) from None
+        window = int(r.get(m, key, "context_window", int, DEFAULT_CONTEXT_WINDOW))
+        if window < 1:
+            raise r.error(f"{key}.context_window", "must be at least 1")
+        windows[canonical] = window
     scripts: dict[str, Script] = {}
     for name, sc in r.get(raw, "", "scripts", dict, {}).items():
         try:
@@ -333,6 +374,7 @@ def parse_config(
                 "http_allow",
                 "heartbeat",
                 "steering",
+                "compaction",
             },
         )
         if "model" not in a:
@@ -357,6 +399,20 @@ def parse_config(
             every_s=r.positive(hb_raw, f"{key}.heartbeat", "every_s", 0.0),
             prompt=r.get(hb_raw, f"{key}.heartbeat", "prompt", str, HeartbeatConfig.prompt),
         )
+        ck = f"{key}.compaction"
+        c_raw = r.table(
+            r.get(a, key, "compaction", dict, {}),
+            ck,
+            {"enabled", "reserve_tokens", "keep_recent_tokens"},
+        )
+        defaults = CompactionSettings()
+        compaction = CompactionSettings(
+            enabled=bool(r.get(c_raw, ck, "enabled", bool, True)),
+            reserve_tokens=int(r.positive(c_raw, ck, "reserve_tokens", defaults.reserve_tokens)),
+            keep_recent_tokens=int(
+                r.positive(c_raw, ck, "keep_recent_tokens", defaults.keep_recent_tokens)
+            ),
+        )
         max_steps = int(r.get(a, key, "max_steps", int, 8))
         if max_steps < 1:
             raise r.error(f"{key}.max_steps", "must be at least 1")
@@ -372,6 +428,7 @@ def parse_config(
             http_allow=r.strings(a, key, "http_allow", ()),
             heartbeat=heartbeat,
             steering=bool(r.get(a, key, "steering", bool, True)),
+            compaction=compaction,
         )
     c = r.get(raw, "", "cron", dict, {})
     r.table(c, "cron", {"max_concurrent_runs", "catch_up_grace_s", "timeout_s"})
@@ -404,7 +461,16 @@ def parse_config(
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
     return GatewayConfig(
-        providers, agents, cron, server, plugins, durability, path, scripts, _limits(r, raw)
+        providers,
+        agents,
+        cron,
+        server,
+        plugins,
+        durability,
+        path,
+        scripts,
+        windows,
+        _limits(r, raw),
     )
 
 
@@ -482,9 +548,17 @@ tools = ["current_time", "read_file", "write_file"]
 max_steps = 8
 timeout_s = 600
 # http_allow = ["status.example.com"]  # hosts http_get may fetch; empty = off
+# [agents.ops.compaction]              # pi's automatic compaction (on by default)
+# enabled = true
+# reserve_tokens = 16384               # compact when the context passes window - reserve
+# keep_recent_tokens = 20000           # the recent context kept verbatim
 # [agents.ops.heartbeat]
 # every_s = 1800                       # 0 = off
 # prompt = "Anything that needs attention? Reply HEARTBEAT_OK if not."
+
+# Per-model token budgets (default 128000); compaction keeps each agent's context inside it.
+# [models."openai/gpt-4o"]
+# context_window = 128000
 
 [cron]
 max_concurrent_runs = 4

@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from ...core import (
     Attempt,
+    ContextRead,
     Record,
     Session,
-    build_context,
     custom,
     custom_message,
     message,
+    read_context,
 )
-from ...errors import ProviderError, SessionNotFoundError, SessionTakeoverError
+from ...errors import ProviderError, SessionTakeoverError
 from ..providers import (
     ChainEvent,
     Completion,
@@ -37,6 +38,7 @@ from ..providers import (
     complete,
     context_messages,
 )
+from ._compaction import CompactionSettings, compact, model_summariser, plan_compaction
 from ._tools import Tool, ToolContext, ToolFailed, check_arguments
 
 __all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
@@ -67,6 +69,8 @@ class AgentSpec:
     #: how long a turn keeps cooperative writers waiting (Invariant RUNNER-I4).
     step_tools_timeout_s: float = 30.0
     http_allow: frozenset[str] = frozenset()
+    #: When and how much to compact (the window comes with the model: ``[models."p/m"]``).
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
 
     def chain(self, model: str | None = None, fallbacks: Sequence[str] | None = None) -> list[str]:
         return [model or self.model, *(self.fallbacks if fallbacks is None else fallbacks)]
@@ -240,12 +244,28 @@ async def _loop(
     retry: RetryPolicy | None,
 ) -> None:
     session = attempt.session
-    try:
-        transcript = session.read()
-        entries: Sequence[Record] = transcript.entries
-        messages = context_messages(build_context(transcript))
-    except SessionNotFoundError:
-        entries, messages = (), []
+    read = _read_context(session)
+    extra = len(agent.system_prompt) + len(prompt or system_event or "")
+    plan = (
+        None if read is None else plan_compaction(read.context, agent.compaction, extra_chars=extra)
+    )
+    if plan is not None:
+        # Invariant COMPACT-I1: a context past its budget is compacted before the model call.
+        try:
+            summarise = model_summariser(
+                chain,
+                providers,
+                max_tokens=agent.max_tokens,
+                conversation=session.session_id,
+                retry=retry,
+            )
+            await compact(attempt, plan, summarise)
+            turn.written += 1
+            read = _read_context(session)
+        except ProviderError:
+            pass  # no summary: the turn goes on uncompacted (and may still fit)
+    entries: Sequence[Record] = () if read is None else read.entries
+    messages = [] if read is None else context_messages(read.context)
     # Prep, under the lease: the model snapshot when the model changed, then the prompt.
     prep: list[dict[str, Any]] = []
     primary = ModelRef.parse(chain[0])
@@ -299,6 +319,13 @@ async def _loop(
         await turn.write(attempt, [{"type": "message", "message": r} for r in results])
         turn.open_calls = []
         messages += results
+
+
+def _read_context(session: Session) -> ContextRead | None:
+    """The model context from the last compaction on (O(tail), Invariant INDEX-I3)."""
+    if not session.exists():
+        return None
+    return read_context(session.path)
 
 
 async def _call(

@@ -248,7 +248,9 @@ class Gateway:
         ]
         self.tools = ToolRegistry(plugin_tools)
         for name, cfg in self.agents.items():
-            self.specs[name] = agent_spec(cfg, self.tools, self.paths)
+            self.specs[name] = agent_spec(
+                cfg, self.tools, self.paths, context_windows=self.config.context_windows
+            )
             for ref in (cfg.model, *cfg.fallbacks):
                 self.providers.check(ref)
         self.scheduler = Scheduler(

@@ -9,6 +9,7 @@ sessions running one multi-step script do not take each other's steps.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import tomllib
@@ -31,6 +32,7 @@ __all__ = [
     "ScriptedToolCall",
     "load_script",
     "parse_script",
+    "scripted_summary",
 ]
 
 API = "scripted"
@@ -160,6 +162,14 @@ def _tokens(text: str) -> int:
 MAX_CONVERSATIONS = 4096
 
 
+def scripted_summary(request: ModelRequest) -> str:
+    """The scripted model's answer to a compaction summary request: deterministic, and it
+    names what it summarised (its size and digest), so a test can check what the model saw."""
+    text = "".join(str(m.get("content", "")) for m in request.messages)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"Scripted summary of {len(text)} characters of conversation (sha256 {digest})."
+
+
 class ScriptedProvider:
     """Plays scripts by model name. ``sleep`` is injectable so tests never wait for real."""
 
@@ -202,7 +212,10 @@ class ScriptedProvider:
     async def complete(
         self, model: str, request: ModelRequest, on_event: EventCallback | None = None
     ) -> Message:
-        step = self.step_for(model, request.conversation)
+        if request.purpose == "summary":
+            step = ScriptStep(text=scripted_summary(request))
+        else:
+            step = self.step_for(model, request.conversation)
         turn = Turn(api=API, provider=self.name, model=model, on_event=on_event, now_s=self._now_s)
         if step.first_token_delay_s:
             await self._sleep(step.first_token_delay_s)

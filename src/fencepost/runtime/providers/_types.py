@@ -156,6 +156,9 @@ class ModelRequest:
     #: Which conversation this call continues (the runner passes the session id). Not sent to
     #: the remote APIs; the scripted model keeps one step cursor per conversation with it.
     conversation: str | None = None
+    #: ``summary``: a compaction summary request (not a turn). The scripted model answers it
+    #: with a deterministic summary instead of playing a script step.
+    purpose: Literal["turn", "summary"] = "turn"
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

@@ -63,7 +63,9 @@ def run(
     name = agent_name or next(iter(agents))
     if name not in agents:
         raise click.BadParameter(f"no agent {name!r}; configured: {', '.join(agents)}")
-    spec = agent_spec(agents[name], ToolRegistry(), paths, model=model)
+    spec = agent_spec(
+        agents[name], ToolRegistry(), paths, model=model, context_windows=cfg.context_windows
+    )
     result = asyncio.run(
         _run(paths, cfg, spec, session_id, text, timeout_s or agents[name].timeout_s, wait_s)
     )

@@ -1,4 +1,4 @@
-"""``fencepost sessions list|show|tail|verify|append|adopt``."""
+"""``fencepost sessions list|show|tail|verify|append|adopt|compact``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+import uuid
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +24,7 @@ from ...core import (
 )
 from ...errors import SessionNotFoundError, TranscriptFormatError
 from . import _render
+from ._options import config_option, home_option
 
 __all__ = ["sessions", "default_root"]
 
@@ -239,6 +242,108 @@ def adopt(root: str | None, note: str, session_id: str) -> None:
         click.echo("nothing to adopt: the transcript matches its committed state")
     else:
         click.echo(f"adopted; the chain restarts at seq {result.first_seq}")
+
+
+@sessions.command()
+@root_option
+@home_option
+@config_option
+@json_option
+@click.option("--agent", "agent_name", default=None, help="Agent whose model writes the summary.")
+@click.option(
+    "--summary",
+    default=None,
+    help="Use this text as the summary instead of asking the agent's model.",
+)
+@click.option(
+    "--keep-tokens",
+    type=int,
+    default=None,
+    help="Recent context to keep verbatim, estimated tokens [default: the agent's setting].",
+)
+@click.option("--dry-run", is_flag=True, help="Say where the cut would be; write nothing.")
+@click.argument("session_id")
+def compact(
+    root: str | None,
+    home: Path | None,
+    config: str | None,
+    as_json: bool,
+    agent_name: str | None,
+    summary: str | None,
+    keep_tokens: int | None,
+    dry_run: bool,
+    session_id: str,
+) -> None:
+    """Compact a session by hand in the pi format, under its lease (keeps every record)."""
+    from ...runtime.agent import Summariser, ToolRegistry, compact_session, model_summariser
+    from ...runtime.config import StatePaths, agent_spec, agents_of, default_home, state_config
+    from ...runtime.providers import ProviderRegistry
+
+    store = _store(root)
+    session = store.session(session_id)
+    if not session.exists():
+        raise SessionNotFoundError(session_id, session.path)
+    paths = StatePaths(home or default_home())
+    cfg = state_config(paths, config)
+    agents = agents_of(cfg)
+    name = agent_name or next(iter(agents))
+    if name not in agents:
+        raise click.BadParameter(f"no agent {name!r}; configured: {', '.join(agents)}")
+    spec = agent_spec(agents[name], ToolRegistry(), paths, context_windows=cfg.context_windows)
+    settings = spec.compaction
+    if keep_tokens is not None:
+        if keep_tokens < 0:
+            raise click.BadParameter("must be 0 or more", param_hint="--keep-tokens")
+        settings = replace(settings, keep_recent_tokens=keep_tokens)
+
+    async def run() -> Any:
+        async with ProviderRegistry(cfg.providers, scripts=cfg.scripts) as providers:
+            summarise: Summariser
+            if summary is not None:
+
+                async def given(_: str) -> str:
+                    return summary
+
+                summarise = given
+            else:
+                summarise = model_summariser(
+                    spec.chain(), providers, conversation=session_id, max_tokens=spec.max_tokens
+                )
+            return await compact_session(
+                session,
+                settings,
+                summarise,
+                run_id=f"compact-{uuid.uuid4().hex[:12]}",
+                dry_run=dry_run,
+            )
+
+    try:
+        done = asyncio.run(run())
+    finally:
+        store.close()
+    plan = done.plan
+    out = {
+        "session_id": session_id,
+        "dry_run": dry_run,
+        "compacted": done.entry_id is not None,
+        "entry_id": done.entry_id,
+        "first_kept_entry_id": plan.first_kept_entry_id if plan else None,
+        "tokens_before": plan.tokens_before if plan else None,
+        "summarized_messages": len(plan.summarize) if plan else 0,
+        "kept_messages": len(plan.kept) if plan else 0,
+        "summary": done.summary,
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    elif plan is None:
+        click.echo("nothing to compact: no turn boundary to cut at")
+    else:
+        verb = "would compact" if dry_run else "compacted"
+        click.echo(
+            f"{verb} {out['summarized_messages']} messages (~{plan.tokens_before} tokens before); "
+            f"kept {out['kept_messages']} from entry {plan.first_kept_entry_id}"
+            + (f"; compaction entry {done.entry_id}" if done.entry_id else "")
+        )
 
 
 def _events_for(path: str) -> list[dict[str, Any]]:
