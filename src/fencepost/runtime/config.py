@@ -18,6 +18,7 @@ from ..core import Durability
 from ..errors import ConfigError
 from .agent import AgentSpec, ToolRegistry
 from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
+from .retention import RetentionPolicy
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -131,6 +132,7 @@ class GatewayConfig:
     path: str | None = None
     #: Scripts for the built-in ``scripted`` provider, by name (``scripted/<name>``).
     scripts: Mapping[str, Script] = field(default_factory=dict)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 #: The agent a config without agents gets, so a fresh install can run a turn offline.
@@ -262,7 +264,11 @@ def parse_config(
 ) -> GatewayConfig:
     """Validate a parsed TOML document (pure). ``source`` is the text, for line numbers."""
     r = _Reader(_Where(source))
-    r.table(raw, "", {"providers", "agents", "cron", "server", "plugins", "durability", "scripts"})
+    r.table(
+        raw,
+        "",
+        {"providers", "agents", "cron", "server", "plugins", "durability", "scripts", "retention"},
+    )
     scripts: dict[str, Script] = {}
     for name, sc in r.get(raw, "", "scripts", dict, {}).items():
         try:
@@ -383,7 +389,57 @@ def parse_config(
     durability = r.get(raw, "", "durability", str, "fsync")
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
-    return GatewayConfig(providers, agents, cron, server, plugins, durability, path, scripts)
+    retention = _retention(r, r.get(raw, "", "retention", dict, {}))
+    return GatewayConfig(
+        providers, agents, cron, server, plugins, durability, path, scripts, retention
+    )
+
+
+def _retention(r: _Reader, t: Mapping[str, Any]) -> RetentionPolicy:
+    """The ``[retention]`` section (docs/design/retention.md); unset days turn a rule off."""
+    k = "retention"
+    d = RetentionPolicy()
+    r.table(
+        t,
+        k,
+        {
+            "archive_after_days",
+            "gzip",
+            "delete_archived_after_days",
+            "ledger_keep_days",
+            "ledger_keep_per_job",
+            "every_s",
+            "log_max_bytes",
+            "log_backups",
+        },
+    )
+
+    def days(name: str, default: float | None) -> float | None:
+        if name not in t:
+            return default
+        return r.positive(t, k, name, 0.0)
+
+    per_job = t.get("ledger_keep_per_job", d.ledger_keep_per_job)
+    if "ledger_keep_per_job" in t:
+        per_job = int(r.get(t, k, "ledger_keep_per_job", int, 0))
+        if per_job < 1:
+            raise r.error(f"{k}.ledger_keep_per_job", "must be at least 1")
+    log_max = int(r.get(t, k, "log_max_bytes", int, d.log_max_bytes))
+    if log_max < 1024:
+        raise r.error(f"{k}.log_max_bytes", "must be at least 1024")
+    backups = int(r.get(t, k, "log_backups", int, d.log_backups))
+    if backups < 1:
+        raise r.error(f"{k}.log_backups", "must be at least 1")
+    return RetentionPolicy(
+        archive_after_days=days("archive_after_days", d.archive_after_days),
+        gzip=bool(r.get(t, k, "gzip", bool, d.gzip)),
+        delete_archived_after_days=days("delete_archived_after_days", None),
+        ledger_keep_days=days("ledger_keep_days", d.ledger_keep_days),
+        ledger_keep_per_job=per_job,
+        every_s=r.positive(t, k, "every_s", d.every_s),
+        log_max_bytes=log_max,
+        log_backups=backups,
+    )
 
 
 def state_config(paths: StatePaths, config: str | os.PathLike[str] | None = None) -> GatewayConfig:
@@ -457,4 +513,17 @@ port = 8787
 
 [plugins]
 enabled = ["memory", "model-snapshot", "trajectory", "heartbeat"]
+
+# Retention (docs/design/retention.md): `fencepost gc --dry-run` shows what it would do.
+# Only isolated run sessions are archived; a session a job, a lease, a lock or a running run
+# points at is never touched. Nothing is deleted unless delete_archived_after_days is set.
+[retention]
+archive_after_days = 30                # isolated run sessions idle this long move to archive/
+gzip = true                            # archived transcripts as .jsonl.gz
+# delete_archived_after_days = 180     # unset = never delete
+ledger_keep_days = 90                  # run ledger rows older than this are pruned
+ledger_keep_per_job = 1000             # and beyond this many per job (counters stay right)
+every_s = 3600                         # how often the gateway applies it; 0 = only by hand
+log_max_bytes = 10485760               # the gateway log rotates past this size
+log_backups = 5
 """
