@@ -242,6 +242,11 @@ def test_pruning_keeps_every_counter_right_retention_i3(tmp_path):
         assert cron.get_state(job.job_id).last_status == "error"
     again = run_retention(paths, policy, now=NOW, dry_run=False)
     assert again.done == ()
+    shown = CliRunner().invoke(
+        cli, ["cron", "show", "--state-dir", str(tmp_path), "--json", job.job_id]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["run_counts"] == before
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -299,3 +304,50 @@ def test_the_retention_section_has_safe_defaults_and_errors_name_the_key_and_lin
     with pytest.raises(ConfigError) as err:
         parse_config({"retention": {"keep": 1}})
     assert err.value.key == "retention.keep"
+
+
+# ---- the gateway: the periodic pass and the log ---------------------------------------------
+
+
+async def test_the_gateway_runs_the_same_policy_and_logs_what_it_did(tmp_path):
+    from fencepost.runtime.config import GatewayConfig
+    from fencepost.runtime.cron import ManualClock
+    from fencepost.runtime.gateway import Gateway
+
+    paths = StatePaths(tmp_path)
+    sid = iso_sid()
+    store = SessionStore(paths.sessions, durability="buffered")
+    await store.session(sid).append(message("user", "hello"), writer="delivery")
+    store.close()
+    os.utime(paths.sessions / f"{sid}.jsonl", (OLD.timestamp(), OLD.timestamp()))
+    cfg = GatewayConfig(plugins=(), durability="buffered")
+    async with Gateway(paths, cfg, load_entry_points=False, clock=ManualClock(NOW)) as g:
+        dry = await g.retention(dry_run=True)
+        assert [a.kind for a in dry.plan.actions] == ["archive"] and dry.done == ()
+        report = await g.retention()
+    assert [d["action"] for d in report.done] == ["archive"]
+    assert (tmp_path / "archive" / "sessions" / f"{sid}.jsonl.gz").exists()
+    log = (paths.logs / "gateway.jsonl").read_text()
+    assert '"action": "retention"' in log
+
+
+def test_the_gateway_log_rotates_by_size_keeping_the_configured_backups(tmp_path):
+    import logging
+
+    from fencepost.runtime.gateway._logging import JsonLinesHandler
+
+    path = tmp_path / "gateway.jsonl"
+    handler = JsonLinesHandler(path, max_bytes=1024, backups=2)
+    logger = logging.getLogger("fencepost.test.rotation")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(200):
+            logger.warning("line %d %s", i, "x" * 40)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["gateway.jsonl", "gateway.jsonl.1", "gateway.jsonl.2"]
+    assert all(p.stat().st_size < 1024 + 200 for p in tmp_path.iterdir())
+    assert "line 199" in path.read_text()
