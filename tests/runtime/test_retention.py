@@ -351,3 +351,18 @@ def test_the_gateway_log_rotates_by_size_keeping_the_configured_backups(tmp_path
     assert names == ["gateway.jsonl", "gateway.jsonl.1", "gateway.jsonl.2"]
     assert all(p.stat().st_size < 1024 + 200 for p in tmp_path.iterdir())
     assert "line 199" in path.read_text()
+
+
+def test_an_archived_session_leaves_the_memory_index(tmp_path):
+    from fencepost.runtime.gateway.plugins.memory import MemoryIndex
+
+    paths = StatePaths(tmp_path)
+    sid, other = iso_sid(), iso_sid()
+    make_session(paths, sid)
+    make_session(paths, other, age=NOW)
+    with MemoryIndex.open(paths.memory_db) as index:
+        index.sync_sessions(paths.sessions)
+        assert {h.session_id for h in index.search("hello")} == {sid, other}
+    run_retention(paths, POLICY, now=NOW, dry_run=False)
+    with MemoryIndex.open(paths.memory_db) as index:
+        assert {h.session_id for h in index.search("hello")} == {other}
