@@ -6,6 +6,7 @@ keys survive untouched (Invariant FORMAT-I2); lines are never rewritten.
 
 from __future__ import annotations
 
+import gzip
 import json
 import secrets
 import time
@@ -349,8 +350,15 @@ def parse_transcript(
     )
 
 
+def read_bytes(path: str) -> bytes:
+    """A transcript's bytes, read-only; ``.gz`` files are decompressed (RETENTION-I6)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
 def read_transcript(path: str) -> Transcript:
-    """Read-only: opens with ``"rb"`` and never writes (Invariant FORMAT-I3)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Read-only: opens with ``"rb"`` and never writes (Invariant FORMAT-I3). A ``.gz`` path
+    (an archived transcript, docs/design/retention.md) is decompressed as it is read."""
+    data = read_bytes(path)
     return parse_transcript(data, path=path)

@@ -8,7 +8,7 @@ constrain changes. Layout per session ``<id>``:
 - ``<id>.jsonl.state``      lease epoch + committed state, two A/B slots
 - ``<id>.jsonl.events``     fence events, one JSON object per line (append-only)
 - ``<id>.jsonl.quarantine`` bytes cut from a torn tail, one JSON object per cut (append-only)
-- ``<id>.jsonl.index``      derived offset of the last compaction (``_index.py``; rebuilt if missing)
+- ``<id>.jsonl.index``      derived offset of the last compaction (``_index.py``; rebuildable)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._chain import walk_chain
-from ._format import parse_transcript
+from ._format import parse_transcript, read_bytes
 
 __all__ = ["VerifyProblem", "VerifyReport", "verify_transcript"]
 
@@ -62,8 +62,7 @@ def verify_transcript(
     path: str | os.PathLike[str], fence_events: tuple[dict[str, Any], ...] = ()
 ) -> VerifyReport:
     p = os.fspath(path)
-    with open(p, "rb") as f:  # read-only: verify never changes a byte
-        data = f.read()
+    data = read_bytes(p)  # read-only: verify never changes a byte; .gz archives too
     transcript = parse_transcript(data, path=p)
     chain = walk_chain(data)
     seen: set[tuple[int, str]] = set()

@@ -18,6 +18,7 @@ from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
 from .agent import DEFAULT_CONTEXT_WINDOW, AgentSpec, CompactionSettings, ToolRegistry
 from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
+from .retention import RetentionPolicy
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -151,6 +152,7 @@ class GatewayConfig:
     #: ``[models."provider/model"] context_window = N``: per-model token budgets.
     context_windows: Mapping[str, int] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 #: The agent a config without agents gets, so a fresh install can run a turn offline.
@@ -308,6 +310,7 @@ def parse_config(
             "scripts",
             "models",
             "limits",
+            "retention",
         },
     )
     windows: dict[str, int] = {}
@@ -471,6 +474,7 @@ def parse_config(
         scripts,
         windows,
         _limits(r, raw),
+        _retention(r, r.get(raw, "", "retention", dict, {})),
     )
 
 
@@ -490,6 +494,53 @@ def _limits(r: _Reader, raw: Mapping[str, Any]) -> LimitsConfig:
         warn_rss_mb=r.positive(lim, "limits", "warn_rss_mb", d.warn_rss_mb) or d.warn_rss_mb,
         warn_state_dir_mb=r.positive(lim, "limits", "warn_state_dir_mb", d.warn_state_dir_mb)
         or d.warn_state_dir_mb,
+    )
+
+
+def _retention(r: _Reader, t: Mapping[str, Any]) -> RetentionPolicy:
+    """The ``[retention]`` section (docs/design/retention.md); unset days turn a rule off."""
+    k = "retention"
+    d = RetentionPolicy()
+    r.table(
+        t,
+        k,
+        {
+            "archive_after_days",
+            "gzip",
+            "delete_archived_after_days",
+            "ledger_keep_days",
+            "ledger_keep_per_job",
+            "every_s",
+            "log_max_bytes",
+            "log_backups",
+        },
+    )
+
+    def days(name: str, default: float | None) -> float | None:
+        if name not in t:
+            return default
+        return r.positive(t, k, name, 0.0)
+
+    per_job = t.get("ledger_keep_per_job", d.ledger_keep_per_job)
+    if "ledger_keep_per_job" in t:
+        per_job = int(r.get(t, k, "ledger_keep_per_job", int, 0))
+        if per_job < 1:
+            raise r.error(f"{k}.ledger_keep_per_job", "must be at least 1")
+    log_max = int(r.get(t, k, "log_max_bytes", int, d.log_max_bytes))
+    if log_max < 1024:
+        raise r.error(f"{k}.log_max_bytes", "must be at least 1024")
+    backups = int(r.get(t, k, "log_backups", int, d.log_backups))
+    if backups < 1:
+        raise r.error(f"{k}.log_backups", "must be at least 1")
+    return RetentionPolicy(
+        archive_after_days=days("archive_after_days", d.archive_after_days),
+        gzip=bool(r.get(t, k, "gzip", bool, d.gzip)),
+        delete_archived_after_days=days("delete_archived_after_days", None),
+        ledger_keep_days=days("ledger_keep_days", d.ledger_keep_days),
+        ledger_keep_per_job=per_job,
+        every_s=r.positive(t, k, "every_s", d.every_s),
+        log_max_bytes=log_max,
+        log_backups=backups,
     )
 
 
@@ -579,4 +630,17 @@ max_open_sessions = 128                # idle sessions whose files stay open (3 
 warn_descriptors_ratio = 0.8           # share of `ulimit -n`
 warn_rss_mb = 1024
 warn_state_dir_mb = 10240
+
+# Retention (docs/design/retention.md): `fencepost gc --dry-run` shows what it would do.
+# Only isolated run sessions are archived; a session a job, a lease, a lock or a running run
+# points at is never touched. Nothing is deleted unless delete_archived_after_days is set.
+[retention]
+archive_after_days = 30                # isolated run sessions idle this long move to archive/
+gzip = true                            # archived transcripts as .jsonl.gz
+# delete_archived_after_days = 180     # unset = never delete
+ledger_keep_days = 90                  # run ledger rows older than this are pruned
+ledger_keep_per_job = 1000             # and beyond this many per job (counters stay right)
+every_s = 3600                         # how often the gateway applies it; 0 = only by hand
+log_max_bytes = 10485760               # the gateway log rotates past this size
+log_backups = 5
 """

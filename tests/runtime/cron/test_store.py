@@ -176,4 +176,4 @@ def test_statistics_and_repr_show_the_state(store):
     add_cron_job(store, T0)
     stats = store.statistics()
     assert (stats.jobs, stats.enabled_jobs, stats.runs, stats.running) == (1, 1, 0, 0)
-    assert "schema=1" in repr(store)
+    assert f"schema={SCHEMA_VERSION}" in repr(store)

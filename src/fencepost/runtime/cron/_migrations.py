@@ -89,6 +89,20 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "CREATE INDEX runs_status ON runs(status, seq)",
         ),
     ),
+    (
+        "0002_pruned_run_counts",
+        (
+            # Invariant RETENTION-I3: what pruning deletes from runs is counted here first.
+            """
+            CREATE TABLE pruned_run_counts (
+                job_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                n INTEGER NOT NULL,
+                PRIMARY KEY (job_id, status)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -592,6 +592,47 @@ class CronStore:
         rows = self._conn.execute(sql, (*args, limit))
         return [self._run_from_row(r) for r in rows]
 
+    # ---- retention (docs/design/retention.md) -----------------------------------------------
+
+    def run_facts(self) -> list[tuple[str, str, int, datetime, str, str | None]]:
+        """(run_id, job_id, seq, recorded_at, status, session_id) of every ledger row."""
+        rows = self._conn.execute(
+            "SELECT run_id, job_id, seq, recorded_at, status, session_id FROM runs ORDER BY seq"
+        )
+        return [(r[0], r[1], int(r[2]), datetime.fromisoformat(r[3]), r[4], r[5]) for r in rows]
+
+    def run_counts(self, job_id: str) -> dict[str, int]:
+        """Runs of a job by status, ``runs`` the total: the ledger's rows plus the rows pruning
+        removed (Invariant RETENTION-I3), so pruning never changes a counter."""
+        counts: dict[str, int] = {}
+        for sql in (
+            "SELECT status, COUNT(*) FROM runs WHERE job_id=? GROUP BY status",
+            "SELECT status, n FROM pruned_run_counts WHERE job_id=?",
+        ):
+            for status, n in self._conn.execute(sql, (job_id,)):
+                counts[status] = counts.get(status, 0) + int(n)
+        counts["runs"] = sum(counts.values())
+        return counts
+
+    def prune_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these ledger rows (never a running one), counting them per job and status
+        first, in one transaction. Returns the rows deleted. Invariant RETENTION-I3."""
+        deleted = 0
+        with self.transaction():
+            for start in range(0, len(run_ids), 500):
+                chunk = list(run_ids[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                where = f"run_id IN ({marks}) AND status != 'running'"
+                self._conn.execute(
+                    "INSERT INTO pruned_run_counts (job_id, status, n)"
+                    f" SELECT job_id, status, COUNT(*) FROM runs WHERE {where}"
+                    " GROUP BY job_id, status"
+                    " ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n",
+                    chunk,
+                )
+                deleted += self._conn.execute(f"DELETE FROM runs WHERE {where}", chunk).rowcount
+        return deleted
+
     def recover_interrupted(self, now: datetime) -> list[str]:
         """Mark runs left ``running`` as ``interrupted`` and free their jobs. Invariant CRON-I7.
 

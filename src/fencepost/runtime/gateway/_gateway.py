@@ -229,7 +229,10 @@ class Gateway:
         from ._logging import JsonLinesHandler
 
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        self._log_handler = JsonLinesHandler(self.paths.logs / "gateway.jsonl")
+        ret = self.config.retention
+        self._log_handler = JsonLinesHandler(
+            self.paths.logs / "gateway.jsonl", max_bytes=ret.log_max_bytes, backups=ret.log_backups
+        )
         logging.getLogger("fencepost").addHandler(self._log_handler)
         logging.getLogger("fencepost").setLevel(logging.INFO)
         self.store = SessionStore(
@@ -279,6 +282,8 @@ class Gateway:
             extra={"action": "start"},
         )
         self.spawn(self.scheduler.run(), name="scheduler")
+        if self.config.retention.every_s > 0:
+            self.spawn(self._retention_loop(self.config.retention.every_s), name="retention")
         for name, cfg in self.agents.items():
             if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins:
                 self.spawn(self._heartbeat_loop(name, cfg), name=f"heartbeat {name}")
@@ -578,6 +583,27 @@ class Gateway:
         )
 
     # ---- heartbeat -------------------------------------------------------------------------
+
+    async def _retention_loop(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.retention()
+
+    async def retention(self, *, dry_run: bool = False) -> Any:
+        """One retention pass (docs/design/retention.md), off the event loop; logs what it did.
+        Deletes only if ``delete_archived_after_days`` is configured (RETENTION-I2)."""
+        from ..retention import run_retention
+
+        report = await asyncio.to_thread(
+            run_retention, self.paths, self.config.retention, now=self.clock.now(), dry_run=dry_run
+        )
+        log.info(
+            "retention: %d actions planned, %d done",
+            len(report.plan.actions),
+            len(report.done),
+            extra={"action": "retention"},
+        )
+        return report
 
     async def _heartbeat_loop(self, agent: str, cfg: AgentConfig) -> None:
         while True:

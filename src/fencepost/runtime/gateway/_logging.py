@@ -29,17 +29,41 @@ def format_record(record: logging.LogRecord) -> str:
 
 
 class JsonLinesHandler(logging.Handler):
-    """Appends one JSON line per record (O_APPEND: whole lines even with several writers)."""
+    """Appends one JSON line per record (O_APPEND: whole lines even with several writers).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    With ``max_bytes``, the file rotates by size once it reaches it: ``gateway.jsonl`` becomes
+    ``gateway.jsonl.1`` (older ones shift up to ``backups``; the oldest goes), as
+    ``logging.handlers.RotatingFileHandler`` names them ([retention] log_max_bytes).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_bytes: int | None = None, backups: int = 5
+    ) -> None:
         super().__init__()
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             os.write(self._fd, format_record(record).encode() + b"\n")
+            if self.max_bytes is not None and os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()
         except Exception:
             self.handleError(record)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for n in range(self.backups - 1, 0, -1):
+            src = f"{self.path}.{n}"
+            if os.path.exists(src):
+                os.replace(src, f"{self.path}.{n + 1}")
+        os.replace(self.path, f"{self.path}.1")
+        self._fd = self._open()
 
     def close(self) -> None:
         if self._fd >= 0:

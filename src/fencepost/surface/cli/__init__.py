@@ -24,6 +24,7 @@ from .cron import cron
 from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
 from .gateway import demo, gateway
+from .gc import gc
 from .memory import memory
 from .sessions import sessions
 from .trajectory import trajectory
@@ -60,6 +61,7 @@ cli.add_command(memory)
 cli.add_command(trajectory)
 cli.add_command(doctor)
 cli.add_command(init)
+cli.add_command(gc)
 
 
 def main(argv: list[str] | None = None) -> None:

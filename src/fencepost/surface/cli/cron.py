@@ -286,8 +286,10 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         jid = store.resolve_job_id(job_id)
         job, state = store.get_job(jid), store.get_state(jid)
         runs = store.runs(job_id=jid, limit=run_count)
+        counts = store.run_counts(jid)  # right after ledger pruning too (RETENTION-G5)
     if as_json:
         out = _job_json(job, state)
+        out["run_counts"] = counts
         out["runs"] = [r.to_json() for r in runs]
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
@@ -307,6 +309,7 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         ("next run", _when(state.next_run_at)),
         ("last run", f"{_when(state.last_run_at)} {state.last_status or ''}".strip()),
         ("consecutive errors", str(state.consecutive_errors)),
+        ("runs", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "0"),
         ("backoff until", _when(state.backoff_until)),
         ("retry", f"{_when(state.retry.at)} ({state.retry.reason})" if state.retry else "-"),
         ("running", state.running_run_id or "-"),

@@ -51,13 +51,22 @@ def _store(root: str | None, *, create: bool = False) -> SessionStore:
 
 def _resolve(root: str | None, target: str) -> tuple[str, str | None]:
     """A transcript path and its session id (if it lives in a store) from an id or a path."""
-    if target.endswith(".jsonl") or os.sep in target:
+    if target.endswith((".jsonl", ".jsonl.gz")) or os.sep in target:
         path = os.path.abspath(target)
         if not os.path.exists(path):
             raise SessionNotFoundError(os.path.basename(target), path)
-        return path, os.path.basename(path)[: -len(".jsonl")] if path.endswith(".jsonl") else None
+        name = os.path.basename(path)
+        for suffix in (".jsonl", ".jsonl.gz"):
+            if name.endswith(suffix):
+                return path, name[: -len(suffix)]
+        return path, None
     session = _store(root).session(target)
     if not session.exists():
+        # Invariant RETENTION-I6: an archived session is found by id, read-only.
+        archive = os.path.join(os.path.dirname(session.store.root), "archive", "sessions")
+        for name in (f"{target}.jsonl.gz", f"{target}.jsonl"):
+            if os.path.exists(os.path.join(archive, name)):
+                return os.path.join(archive, name), target
         raise SessionNotFoundError(target, session.path)
     return session.path, target
 
@@ -348,7 +357,7 @@ def compact(
 
 def _events_for(path: str) -> list[dict[str, Any]]:
     """The fence events beside a transcript (read-only)."""
-    events_path = path + ".events"
+    events_path = path.removesuffix(".gz") + ".events"
     try:
         with open(events_path, "rb") as f:
             raw = f.read().splitlines()

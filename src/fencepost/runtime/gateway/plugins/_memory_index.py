@@ -312,6 +312,11 @@ class MemoryIndex:
                     self._drop(source)
         return added
 
+    def forget_session(self, session_id: str) -> None:
+        """Drop a session's rows (retention archived or deleted it; the index is derived)."""
+        with self._lock, self._transaction():
+            self._drop(f"session:{session_id}")
+
     def sync_session(self, session_id: str, path: str | os.PathLike[str]) -> int:
         """Index what was appended to one transcript since the last sync; re-index it from
         the start when it was replaced, truncated or rewritten. Returns the rows added."""
