@@ -23,6 +23,7 @@ __all__ = [
     "OutsideProtocolChangeError",
     "SessionTakeoverError",
     "LeaseBusyError",
+    "MessageNotWrittenError",
     "ChangeReason",
     "TakeoverReason",
     "CronError",
@@ -201,6 +202,19 @@ class LeaseBusyError(SessionError):
         self.holder_pid = holder_pid
         self.host = host
         self.waited_s = waited_s
+
+
+class MessageNotWrittenError(SessionError):
+    """A message's turn ended before it wrote the message: nothing was accepted (GATEWAY-I6)."""
+
+    def __init__(self, session_id: str, run_id: str, status: str, detail: str | None) -> None:
+        super().__init__(
+            f"the message to session {session_id!r} was not written: its turn {run_id} ended "
+            f"{status} first ({detail or 'no detail'}); nothing was accepted, send it again"
+        )
+        self.session_id = session_id
+        self.run_id = run_id
+        self.status = status
 
 
 #: Why a model call failed (docs/design/providers.md). ``malformed_response`` is a broken or

@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fencepost import RecordTooLargeError, TranscriptFormatError, parse_transcript
+from fencepost import (
+    RecordTooLargeError,
+    SyncSessionStore,
+    TranscriptFormatError,
+    parse_transcript,
+)
 from fencepost.core import (
     branch_summary,
     compaction,
@@ -21,6 +26,7 @@ from fencepost.core import (
     model_change,
     read_transcript,
     session_info,
+    text_problem,
     thinking_level_change,
 )
 from fencepost.core._format import encode_record, make_header, utc_timestamp, validate_entry
@@ -120,6 +126,43 @@ def test_an_oversize_record_is_refused_before_writing():
     """Invariant FORMAT-I1."""
     with pytest.raises(RecordTooLargeError, match="exceeds the limit"):
         encode_record(custom("big", "x" * (1024 * 1024)))
+
+
+def test_a_record_with_a_lone_surrogate_is_refused_before_writing_format_i5(tmp_path):
+    """Invariant FORMAT-I5: a lone surrogate has no UTF-8 form; the record is refused, and the
+    store writes nothing (no transcript, no state)."""
+    with pytest.raises(TranscriptFormatError, match="lone UTF-16 surrogate at character"):
+        encode_record(message("user", "ok \ud800 not ok"))
+    with (
+        SyncSessionStore(tmp_path, durability="buffered") as store,
+        pytest.raises(TranscriptFormatError),
+    ):
+        store.session("s").append(message("user", "x\udfff"), writer="delivery")
+    assert not (tmp_path / "s.jsonl").exists()
+    encode_record(message("user", "a pair is fine: \U0001f600 \u00e9"))
+
+
+@pytest.mark.parametrize(
+    ("text", "multiline", "problem"),
+    [
+        ("plain text\twith tab\r\nand lines", True, None),
+        ("émoji \U0001f600 and CJK 漢字", False, None),
+        ("a\ud800b", True, "lone UTF-16 surrogate ('\\ud800') at character 1"),
+        ("a\udfff", False, "lone UTF-16 surrogate"),
+        ("nul\x00", True, "control character ('\\x00') at character 3"),
+        ("bell\x07", True, "control character"),
+        ("del\x7f", True, "control character"),
+        ("two\nlines", False, "control character ('\\n') at character 3"),
+        ("tab\there", False, "control character"),
+    ],
+)
+def test_text_problem_names_surrogates_and_control_characters_format_i5(text, multiline, problem):
+    """Invariant FORMAT-I5: the one text rule of the edges."""
+    found = text_problem(text, multiline=multiline)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
 
 
 @pytest.mark.parametrize(

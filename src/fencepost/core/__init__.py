@@ -22,6 +22,7 @@ from ._format import (
     parse_transcript,
     read_transcript,
     session_info,
+    text_problem,
     thinking_level_change,
 )
 from ._index import ContextRead, read_context
@@ -106,6 +107,7 @@ __all__ = [
     "read_context",
     "read_transcript",
     "session_info",
+    "text_problem",
     "thinking_level_change",
     "validate_session_id",
     "validate_writer_kind",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import secrets
 import time
 from collections.abc import Container, Iterator, Mapping
@@ -38,6 +39,7 @@ __all__ = [
     "parse_transcript",
     "read_transcript",
     "session_info",
+    "text_problem",
     "thinking_level_change",
     "utc_timestamp",
     "validate_entry",
@@ -63,6 +65,27 @@ MESSAGE_ROLES: frozenset[str] = frozenset({"user", "assistant", "toolResult"})
 #: One line, newline included. Far above any real message; small enough that one bad writer
 #: cannot make every reader load hundreds of megabytes into one string.
 MAX_RECORD_BYTES = 1024 * 1024
+
+#: Characters that make no sense in text a person or a model wrote: lone UTF-16 surrogates (not
+#: Unicode text at all; they cannot be written as UTF-8) and control characters other than tab,
+#: newline and carriage return. One-line values (names, addresses) refuse those three too.
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_BAD_LINE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def text_problem(value: str, *, multiline: bool = True) -> str | None:
+    """What makes ``value`` unfit to store as text, or None (Invariant FORMAT-I5; pure).
+
+    The one text rule of the edges (HTTP API, CLI, config, job fields): a caller wraps the
+    answer in its own error, naming its field.
+    """
+    found = (_BAD_TEXT if multiline else _BAD_LINE).search(value)
+    if found is None:
+        return None
+    char = found.group()
+    what = "a lone UTF-16 surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    return f"it contains {what} ({char!r}) at character {found.start()}"
+
 
 # Required fields and their types, per known entry type (pi's SessionEntry union).
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -208,7 +231,14 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
         raw = _RECORD_ENCODER.encode(record)
     except (TypeError, ValueError) as exc:
         raise TranscriptFormatError(f"record is not JSON-serialisable: {exc}") from exc
-    data = raw.encode("utf-8", "surrogatepass")
+    try:
+        data = raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Invariant FORMAT-I5: a lone surrogate has no UTF-8 form; written anyway (surrogatepass)
+        # it would make the line unreadable and break the chain, so the record is refused.
+        raise TranscriptFormatError(
+            f"record text is not valid Unicode: a lone UTF-16 surrogate at character {exc.start}"
+        ) from None
     if len(data) + 1 > MAX_RECORD_BYTES:
         raise RecordTooLargeError(len(data) + 1, MAX_RECORD_BYTES)
     return data

@@ -116,11 +116,18 @@ class CronDefaults:
     timeout_s: float = 600.0
 
 
+#: docs/design/http.md HTTP-I9.
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     token_env: str | None = None  # required for a non-loopback host
+    #: The largest request body the HTTP API reads (413 past it): a message at the record limit
+    #: (1 MiB) with room for JSON escapes.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -443,12 +450,15 @@ def parse_config(
     if cron.max_concurrent_runs < 1:
         raise r.error("cron.max_concurrent_runs", "must be at least 1")
     s = r.get(raw, "", "server", dict, {})
-    r.table(s, "server", {"host", "port", "token_env"})
+    r.table(s, "server", {"host", "port", "token_env", "max_body_bytes"})
     server = ServerConfig(
         host=r.get(s, "server", "host", str, "127.0.0.1"),
         port=int(r.get(s, "server", "port", int, 8787)),
         token_env=r.get(s, "server", "token_env", str, None),
+        max_body_bytes=int(r.get(s, "server", "max_body_bytes", int, DEFAULT_MAX_BODY_BYTES)),
     )
+    if not 1024 <= server.max_body_bytes <= 1024**3:
+        raise r.error("server.max_body_bytes", "must be between 1024 and 1073741824")
     if not 0 <= server.port <= 65535:
         raise r.error("server.port", "must be between 0 and 65535")
     if server.host not in ("127.0.0.1", "localhost", "::1") and not server.token_env:
@@ -620,6 +630,7 @@ timeout_s = 600
 host = "127.0.0.1"                     # any other address needs token_env
 port = 8787
 # token_env = "FENCEPOST_TOKEN"
+# max_body_bytes = 2097152             # larger request bodies are refused with 413
 
 [plugins]
 enabled = ["memory", "model-snapshot", "trajectory", "heartbeat"]

@@ -15,7 +15,15 @@ from ._compaction import (
     model_summariser,
     plan_compaction,
 )
-from ._runner import AgentSpec, TurnResult, TurnStatus, run_turn, steering_messages
+from ._runner import (
+    MESSAGE_ENVELOPE_BYTES,
+    AgentSpec,
+    TurnResult,
+    TurnStatus,
+    check_message_text,
+    run_turn,
+    steering_messages,
+)
 from ._tools import Tool, ToolContext, ToolFailed, ToolRegistry, builtin_tools, check_arguments
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "model_summariser",
     "estimate_tokens",
     "plan_compaction",
+    "MESSAGE_ENVELOPE_BYTES",
     "AgentSpec",
     "Tool",
     "ToolContext",
@@ -41,6 +50,7 @@ __all__ = [
     "TurnStatus",
     "builtin_tools",
     "check_arguments",
+    "check_message_text",
     "run_turn",
     "steering_messages",
 ]

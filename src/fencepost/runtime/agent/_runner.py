@@ -9,6 +9,7 @@ until the model stops or the step limit. See docs/design/agent-runner.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...core import (
+    MAX_RECORD_BYTES,
     Attempt,
     ContextRead,
     Record,
@@ -24,8 +26,9 @@ from ...core import (
     custom_message,
     message,
     read_context,
+    text_problem,
 )
-from ...errors import ProviderError, SessionTakeoverError
+from ...errors import ConfigError, ProviderError, RecordTooLargeError, SessionTakeoverError
 from ..providers import (
     ChainEvent,
     Completion,
@@ -101,6 +104,31 @@ class TurnResult:
 
 EventSink = Callable[[ChainEvent], Awaitable[None]]
 
+#: What a user message record carries besides its text (id, parentId, timestamp, role, the
+#: provenance stamp), with room to spare: a text that fits with this much left always fits.
+MESSAGE_ENVELOPE_BYTES = 1024
+
+
+def check_message_text(text: object, *, key: str = "text") -> str:
+    """``text`` if the store would write it as a user message; else the error, before anything
+    is written (Invariants FORMAT-I5, GATEWAY-I6; pure).
+
+    ConfigError (``key`` named) for an empty text, a lone surrogate or a control character;
+    RecordTooLargeError when the record would pass ``MAX_RECORD_BYTES``.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{key} must be a non-empty string", key=key)
+    problem = text_problem(text)
+    if problem is not None:
+        raise ConfigError(f"{key} is not text a message can hold: {problem}", key=key)
+    size = len(_JSON_STR.encode(text).encode("utf-8")) + MESSAGE_ENVELOPE_BYTES
+    if size > MAX_RECORD_BYTES:
+        raise RecordTooLargeError(size, MAX_RECORD_BYTES)
+    return text
+
+
+_JSON_STR = json.JSONEncoder(ensure_ascii=False)
+
 
 def steering_messages(arrived: Sequence[Record]) -> list[Message]:
     """The records cooperative writers appended during a call that join the next one: user
@@ -146,6 +174,7 @@ class _Turn:
         self.usage: dict[str, int] = {}
         self.failed: list[str] = []
         self.open_calls: list[dict[str, Any]] = []  # tool calls written without results yet
+        self.prompt_written: asyncio.Event | None = None
 
     def add_usage(self, msg: Message) -> None:
         for key, value in (msg.get("usage") or {}).items():
@@ -171,11 +200,13 @@ async def run_turn(
     wait_timeout_s: float | None = None,
     on_event: EventSink | None = None,
     retry: RetryPolicy | None = None,
+    prompt_written: asyncio.Event | None = None,
 ) -> TurnResult:
     """Run one agent turn on ``session`` and say what happened.
 
     Provider failures, timeouts and takeovers are results, not exceptions; a ConfigError (bad
     model reference), LeaseBusyError (``wait_timeout_s`` ran out) and cancellation propagate.
+    ``prompt_written`` is set once the prompt (or system event) is in the transcript.
     """
     if (prompt is None) == (system_event is None):
         raise ValueError("run_turn needs exactly one of prompt or system_event")
@@ -184,6 +215,7 @@ async def run_turn(
         providers.check(ref)  # refuse a reference that cannot work before taking the lease
     started = time.monotonic()
     turn = _Turn()
+    turn.prompt_written = prompt_written
     status: TurnStatus = "ok"
     error_kind: str | None = None
     error_message: str | None = None
@@ -281,6 +313,8 @@ async def _loop(
         prep.append(custom_message(SYSTEM_EVENT, system_event, True))
         messages.append({"role": "user", "content": system_event})
     await turn.write(attempt, prep)
+    if turn.prompt_written is not None:
+        turn.prompt_written.set()
     specs = [t.spec() for t in agent.tools.values()]
     while turn.steps < agent.max_steps:
         turn.steps += 1

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fencepost.core import validate_session_id
+from fencepost.core import text_problem, validate_session_id
 from fencepost.errors import InvalidJobError, InvalidSessionIdError
 
 from ._schedule import (
@@ -52,7 +52,12 @@ _AGENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # fullmatch
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _JOB_ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
 _NAME = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}")  # fullmatch; no lone surrogates
-_MODEL = re.compile(r"^[A-Za-z0-9._-]+/[^\s]+$")
+_MODEL = re.compile(r"^[A-Za-z0-9._-]{1,64}/[^\s\x00-\x1f\x7f\ud800-\udfff]{1,200}$")
+
+#: A job's prompt; far above any real one, well inside the transcript's record limit.
+MAX_PAYLOAD_BYTES = 256 * 1024
+#: A webhook address; browsers and servers refuse much longer ones anyway.
+MAX_URL_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,17 @@ def parse_delivery(text: str | None) -> Delivery:
         sid = text.removeprefix("session:")
         _check_session_id(sid, "delivery")
         return Delivery("session", sid)
-    parts = urlsplit(text)
+    if len(text) > MAX_URL_CHARS or text_problem(text, multiline=False) is not None:
+        raise InvalidJobError(
+            f"invalid delivery URL: at most {MAX_URL_CHARS} characters, no control characters "
+            "or lone surrogates",
+            key="delivery",
+        )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises for a port out of range)
+    except ValueError:  # an invalid IPv6 literal, a bad port
+        parts = urlsplit("")
     if parts.scheme in ("http", "https") and parts.netloc:
         return Delivery("webhook", text)
     raise InvalidJobError(
@@ -235,6 +250,16 @@ def validate_job(job: Job, validator: JobValidator | None = None) -> Job:
         )
     if not job.payload.text.strip():
         raise InvalidJobError("the payload text is empty", key="message")
+    # Invariant FORMAT-I5: the text rule of the store, checked when the job is given.
+    problem = text_problem(job.payload.text)
+    if problem is not None:
+        raise InvalidJobError(f"the payload text is not text: {problem}", key="message")
+    if len(job.payload.text.encode("utf-8")) > MAX_PAYLOAD_BYTES:
+        raise InvalidJobError(
+            f"the payload text is larger than {MAX_PAYLOAD_BYTES} bytes; put long instructions "
+            "in the agent's system prompt or a file the agent reads",
+            key="message",
+        )
     if job.payload.kind == "system_event" and job.target == "isolated":
         raise InvalidJobError(
             "a system_event goes into an existing session; use target main or session:<id>",

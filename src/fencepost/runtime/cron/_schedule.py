@@ -16,6 +16,7 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
+from fencepost.core import text_problem
 from fencepost.errors import InvalidScheduleError
 
 __all__ = [
@@ -44,6 +45,14 @@ DEFAULT_STAGGER_WINDOW_S = 300.0
 
 #: Shorter intervals would fill the run ledger faster than anyone can read it.
 MIN_INTERVAL_S = 10.0
+
+#: Ten years: the longest interval, delay or look-back a schedule or filter may name. Longer
+#: ones are mistakes, and past about 2.7e8 years they overflow the datetime arithmetic (a 500).
+MAX_DURATION_S = 10 * 366 * 86400.0
+
+#: IANA zone names are short ("America/Argentina/ComodRivadavia" is among the longest); a longer
+#: name is refused before it becomes a file path.
+_MAX_ZONE_CHARS = 64
 
 #: A cron expression that matches nothing for this many candidate instants never fires.
 _MAX_CANDIDATES = 64
@@ -178,11 +187,13 @@ def parse_since(text: str, now: datetime, *, key: str = "since") -> datetime:
         pass
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        utc(when)  # comparable with the ledger's UTC times
+        return when
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         raise InvalidScheduleError(
             f"{key} {text!r}: give a duration ago (2h, 1d) or an ISO time", key=key
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def parse_duration_s(text: str, *, key: str = "duration") -> float:
@@ -208,6 +219,11 @@ def parse_duration_s(text: str, *, key: str = "duration") -> float:
             )
     if not math.isfinite(value) or value <= 0:
         raise InvalidScheduleError(f"{key} must be positive, not {text!r}", key=key)
+    if value > MAX_DURATION_S:
+        raise InvalidScheduleError(
+            f"{key} {text!r} is longer than ten years ({MAX_DURATION_S:g} s), the most allowed",
+            key=key,
+        )
     return value
 
 
@@ -223,8 +239,10 @@ def format_duration(seconds: float) -> str:
 
 def _zone(tz: str, key: str) -> zoneinfo.ZoneInfo:
     try:
+        if len(tz) > _MAX_ZONE_CHARS or text_problem(tz, multiline=False):
+            raise ValueError(tz)
         return zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a bad path
         raise InvalidScheduleError(
             f"unknown time zone {tz!r}; use an IANA name such as Europe/Berlin or UTC", key=key
         ) from exc
@@ -250,7 +268,10 @@ def parse_at(text: str, *, now: datetime, tz: str | None = None) -> AtSchedule:
         ) from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=_zone(tz, "tz") if tz else UTC)
-    when = utc(when)
+    try:
+        when = utc(when)
+    except OverflowError:  # an offset that moves it past year 9999
+        raise InvalidScheduleError(f"--at {text!r} is out of range", key="at") from None
     if when <= now:
         raise InvalidScheduleError(
             f"--at {text!r} is {iso(when)}, which is not in the future (now {iso(now)})", key="at"

@@ -1,6 +1,7 @@
 """The gateway: scheduler, lanes, heartbeats and plugins in one process (docs/design/gateway.md)."""
 
 from ._gateway import (
+    QUEUED_MESSAGE,
     Gateway,
     GatewayBusyError,
     GatewayStatistics,
@@ -19,6 +20,7 @@ __all__ = [
     "GatewayBusyError",
     "GatewayStatistics",
     "JsonLinesHandler",
+    "QUEUED_MESSAGE",
     "SendResult",
     "hookimpl",
     "hookspec",

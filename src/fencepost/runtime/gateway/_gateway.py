@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import pluggy
 
-from ...core import SessionStore, TranscriptUpdated, message
-from ...errors import ConfigError, FencepostError, InvalidJobError
-from ..agent import AgentSpec, ToolRegistry, TurnResult, run_turn
+from ...core import SessionStore, TranscriptUpdated, custom, message
+from ...errors import ConfigError, FencepostError, InvalidJobError, MessageNotWrittenError
+from ..agent import AgentSpec, ToolRegistry, TurnResult, check_message_text, run_turn
 from ..config import (
     AgentConfig,
     GatewayConfig,
@@ -57,6 +57,7 @@ __all__ = [
     "Gateway",
     "GatewayBusyError",
     "GatewayStatistics",
+    "QUEUED_MESSAGE",
     "SendResult",
     "job_validator",
     "main_session_id",
@@ -64,6 +65,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("fencepost.gateway")
+
+#: customType of the record that makes a message sent to a busy session durable before its turn
+#: starts (not in the model's context; the turn writes the message itself; GATEWAY-I6).
+QUEUED_MESSAGE = "fencepost.queued-message"
 
 #: The cron job a turn runs for, for its log lines (set in the scheduler's run task).
 _CURRENT_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("job", default=None)
@@ -413,8 +418,11 @@ class Gateway:
         model: str | None = None,
         fallbacks: tuple[str, ...] | None = None,
         timeout_s: float | None = None,
+        prompt_written: asyncio.Event | None = None,
     ) -> TurnResult:
-        """Run a turn in the session's lane (after the turns queued before it)."""
+        """Run a turn in the session's lane (after the turns queued before it).
+
+        ``prompt_written`` is set once the prompt is in the transcript."""
         name = self.agent(agent)
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
         lane = self._lanes.setdefault(session_id, _Lane())
@@ -426,7 +434,15 @@ class Gateway:
         try:
             lane.current_run = run_id
             return await self._turn(
-                session_id, name, run_id, prompt, system_event, model, fallbacks, timeout_s
+                session_id,
+                name,
+                run_id,
+                prompt,
+                system_event,
+                model,
+                fallbacks,
+                timeout_s,
+                prompt_written,
             )
         finally:
             lane.current_run = None
@@ -445,6 +461,7 @@ class Gateway:
         model: str | None,
         fallbacks: tuple[str, ...] | None,
         timeout_s: float | None,
+        prompt_written: asyncio.Event | None = None,
     ) -> TurnResult:
         spec = self.specs[agent]
         chain = [str(ModelRef.parse(r)) for r in spec.chain(model, fallbacks)]
@@ -504,6 +521,7 @@ class Gateway:
             fallbacks=fallbacks,
             timeout_s=timeout_s or cfg.timeout_s,
             on_event=on_event,
+            prompt_written=prompt_written,
         )
         self._counts["ok" if result.ok else "failed"] += 1
         log.info(
@@ -540,16 +558,45 @@ class Gateway:
 
     async def send(self, session_id: str, text: str, agent: str | None = None) -> SendResult:
         """A user message for a session: steers the running turn when the agent allows it,
-        else queues a follow-up turn; never dropped, never an error (Invariant GATEWAY-I2)."""
+        else queues a follow-up turn; never dropped, never refused because the session is busy
+        (Invariant GATEWAY-I2).
+
+        Returns once the message is durable in the transcript (Invariant GATEWAY-I6): a text the
+        store would refuse is refused here, before anything is written; a started turn is
+        awaited until it has written the message; a queued one leaves a ``QUEUED_MESSAGE``
+        record now and writes the message itself when its turn starts.
+        """
         name = self.agent(agent)
+        check_message_text(text)
+        session = self.store.session(session_id)
         lane = self._lanes.get(session_id)
         if lane is not None and lane.busy and self.agents[name].steering:
-            await self.store.session(session_id).append(message("user", text), writer="steering")
+            await session.append(message("user", text), writer="steering")
             return SendResult("steered", session_id, lane.current_run)
         run_id = f"msg-{uuid.uuid4().hex[:12]}"
-        status: Literal["started", "queued"] = "queued" if lane and lane.busy else "started"
-        self.spawn(self.turn(session_id, name, prompt=text, run_id=run_id), name=run_id)
-        return SendResult(status, session_id, run_id)
+        if lane is not None and lane.busy:
+            await session.append(
+                custom(QUEUED_MESSAGE, {"run_id": run_id, "text": text}), writer="steering"
+            )
+            self.spawn(self.turn(session_id, name, prompt=text, run_id=run_id), name=run_id)
+            return SendResult("queued", session_id, run_id)
+        written = asyncio.Event()
+        task = self.spawn(
+            self.turn(session_id, name, prompt=text, run_id=run_id, prompt_written=written),
+            name=run_id,
+        )
+        waiter = asyncio.ensure_future(written.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not written.is_set():
+            # The turn ended before the message was in the transcript: nothing was accepted.
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            result = task.result()
+            raise MessageNotWrittenError(session_id, run_id, result.status, result.error_message)
+        return SendResult("started", session_id, run_id)
 
     # ---- cron ------------------------------------------------------------------------------
 

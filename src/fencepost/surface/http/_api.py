@@ -20,6 +20,7 @@ import fencepost
 
 from ...core import verify_transcript
 from ...errors import InvalidJobError, SessionNotFoundError
+from ...runtime.agent import check_message_text
 from ...runtime.cron import (
     CronStore,
     Job,
@@ -42,6 +43,7 @@ __all__ = [
     "gateway_of",
     "int_query",
     "job_json",
+    "json_depth",
     "run_json",
     "runs_query",
     "session_page",
@@ -67,12 +69,60 @@ def _now(gw: Gateway) -> datetime:
     return gw.clock.now()
 
 
+#: How deep a request body may nest: far beyond any job or message body, far below where the
+#: JSON decoder would recurse out of stack (Invariant HTTP-I9).
+MAX_BODY_DEPTH = 32
+
+
 async def _body(request: Request) -> Any:
-    raw = await request.body()
+    """The JSON body, read up to ``server.max_body_bytes`` (Invariant HTTP-I9): larger is a 413
+    and deeper than ``MAX_BODY_DEPTH`` a 400, before anything is parsed into the runtime."""
+    limit = gateway_of(request).config.server.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        return json.loads(raw or b"null")
+        body = json.loads(raw or b"null")
+    except RecursionError:
+        body = None
+        too_deep = True
     except ValueError as exc:
         raise ApiError(400, "bad_json", f"the request body is not JSON: {exc}") from None
+    else:
+        too_deep = json_depth(body) > MAX_BODY_DEPTH
+    if too_deep:
+        raise ApiError(
+            400, "bad_json", f"the request body nests deeper than {MAX_BODY_DEPTH} levels"
+        )
+    return body
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the request body is larger than {limit} bytes (server.max_body_bytes)",
+    )
+
+
+def json_depth(value: Any) -> int:
+    """How deep a decoded JSON value nests (a scalar is 0); iterative, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def int_query(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -353,14 +403,14 @@ async def send_message(request: Request) -> Response:
     unknown = sorted(set(body) - {"text", "agent"})
     if unknown:
         raise ApiError(422, "invalid", f"unknown field {unknown[0]!r}", field=unknown[0])
-    text, agent = body.get("text"), body.get("agent")
-    if not isinstance(text, str) or not text.strip():
-        raise ApiError(422, "invalid", "text must be a non-empty string", field="text")
+    # The store's rules, 422 or 413 before anything is written (Invariant FORMAT-I5).
+    text, agent = check_message_text(body.get("text")), body.get("agent")
     if agent is not None and (not isinstance(agent, str) or agent not in gw.agents):
         known = ", ".join(sorted(gw.agents))
         raise ApiError(
             422, "invalid", f"unknown agent {agent!r}; configured: {known}", field="agent"
         )
+    # Invariant GATEWAY-I6: send returns once the message is durable in the transcript.
     sent = await gw.send(session_id, text, agent)
     return JSONResponse(
         {"status": sent.status, "session_id": sent.session_id, "run_id": sent.run_id},

@@ -13,9 +13,14 @@ from ...errors import (
     InvalidSessionIdError,
     JobNotFoundError,
     JobRunningError,
+    LeaseBusyError,
     LockTimeoutError,
+    MessageNotWrittenError,
     OutsideProtocolChangeError,
+    RecordTooLargeError,
     SessionNotFoundError,
+    SessionTakeoverError,
+    TranscriptFormatError,
 )
 
 __all__ = ["ApiError", "error_body", "error_response", "translate"]
@@ -73,8 +78,16 @@ def translate(exc: Exception) -> ApiError | None:
         return ApiError(409, "job_running", str(exc))
     if isinstance(exc, OutsideProtocolChangeError):
         return ApiError(409, "outside_protocol_change", str(exc))
+    if isinstance(exc, SessionTakeoverError):
+        return ApiError(409, "session_takeover", str(exc))
+    if isinstance(exc, RecordTooLargeError):
+        return ApiError(413, "record_too_large", str(exc), field="text")
+    if isinstance(exc, TranscriptFormatError):
+        return ApiError(422, "invalid", exc.detail, field="text")
     if isinstance(exc, LockTimeoutError):
         return ApiError(503, "lock_timeout", str(exc))
+    if isinstance(exc, LeaseBusyError | MessageNotWrittenError):
+        return ApiError(503, "session_busy", str(exc))
     if isinstance(exc, ConfigError):  # InvalidJobError, InvalidScheduleError included
         field = _FIELD_FOR_KEY.get(exc.key or "", exc.key)
         detail = getattr(exc, "detail", None) or str(exc)
