@@ -191,6 +191,7 @@ def agent_spec(
             context_window=window,
             reserve_tokens=cfg.compaction.reserve_tokens,
             keep_recent_tokens=cfg.compaction.keep_recent_tokens,
+            max_context_bytes=cfg.compaction.max_context_bytes,
         ),
     )
 
@@ -413,7 +414,7 @@ def parse_config(
         c_raw = r.table(
             r.get(a, key, "compaction", dict, {}),
             ck,
-            {"enabled", "reserve_tokens", "keep_recent_tokens"},
+            {"enabled", "reserve_tokens", "keep_recent_tokens", "max_context_bytes"},
         )
         defaults = CompactionSettings()
         compaction = CompactionSettings(
@@ -421,6 +422,9 @@ def parse_config(
             reserve_tokens=int(r.positive(c_raw, ck, "reserve_tokens", defaults.reserve_tokens)),
             keep_recent_tokens=int(
                 r.positive(c_raw, ck, "keep_recent_tokens", defaults.keep_recent_tokens)
+            ),
+            max_context_bytes=int(
+                r.positive(c_raw, ck, "max_context_bytes", defaults.max_context_bytes)
             ),
         )
         max_steps = int(r.get(a, key, "max_steps", int, 8))
@@ -613,6 +617,7 @@ timeout_s = 600
 # enabled = true
 # reserve_tokens = 16384               # compact when the context passes window - reserve
 # keep_recent_tokens = 20000           # the recent context kept verbatim
+# max_context_bytes = 1048576          # also compact when a turn would read more transcript
 # [agents.ops.heartbeat]
 # every_s = 1800                       # 0 = off
 # prompt = "Anything that needs attention? Reply HEARTBEAT_OK if not."

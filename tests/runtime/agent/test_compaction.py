@@ -231,3 +231,51 @@ async def test_later_turns_build_on_the_last_summary_and_the_history_still_verif
     assert len(comps) >= 2
     assert verify_transcript(sess.path).ok
     store.close()
+
+
+# ---- the byte bound (COMPACT-I5) -------------------------------------------------------------
+
+
+def test_many_small_messages_past_the_byte_bound_are_compacted_to_half_of_it_compact_i5():
+    """Invariant COMPACT-I5: few tokens, many bytes (delivery mirrors of one-word replies): the
+    token budget never trips, the byte bound does, and the kept tail spans at most half of it."""
+    msgs = []
+    for i in range(400):
+        msgs += [_msg(2 * i, "user", "hb"), _msg(2 * i + 1, "assistant", "ok")]
+    context = ModelContext(tuple(msgs), None, None, None)
+    sizes = {m.entry_id: (len(msgs) - i) * 500 for i, m in enumerate(msgs)}  # 500 B a record
+    bound = CompactionSettings(max_context_bytes=100_000)
+    assert plan_compaction(context, bound) is None  # tokens alone: far under the budget
+    plan = plan_compaction(context, bound, sizes=sizes)
+    assert plan is not None
+    kept_bytes = sizes[plan.first_kept_entry_id]
+    assert 50_000 - 1000 <= kept_bytes <= 50_000
+    assert plan.kept[0].role == "user"
+    under = {k: v // 10 for k, v in sizes.items()}  # the same context in 40 KB: under the bound
+    assert plan_compaction(context, bound, sizes=under) is None
+
+
+async def test_a_turn_on_a_session_of_many_small_records_reads_a_bounded_span_compact_i5(tmp_path):
+    """Invariant COMPACT-I5, on a real session: after the compaction, the next turn's context
+    read starts at the first kept entry, and spans less than the bound."""
+    from fencepost import read_context
+
+    store = SessionStore(tmp_path, durability="buffered")
+    sess = store.session("main")
+    for _ in range(300):
+        await sess.append(
+            [message("user", "hb"), message("assistant", [{"type": "text", "text": "ok"}])],
+            writer="delivery",
+        )
+    bound = CompactionSettings(max_context_bytes=64 * 1024)
+    assert read_context(sess.path).size > bound.max_context_bytes
+    providers = ProviderRegistry(scripts={"main": (ScriptStep(text="ok"),)})
+    spec = AgentSpec(name="ops", model="scripted/main", compaction=bound)
+    async with providers:
+        result = await run_turn(sess, spec, providers=providers, run_id="r1", prompt="status?")
+    assert result.ok
+    assert [r.type for r in read_transcript(sess.path).entries].count("compaction") == 1
+    read = read_context(sess.path)
+    assert read.size - read.start_offset < bound.max_context_bytes
+    assert verify_transcript(sess.path).ok
+    store.close()

@@ -9,16 +9,25 @@ lease. The compacted context is pi's: the summary first, then the entries from
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core import Attempt, ContextMessage, ModelContext, Session, compaction, read_context
+from ...core import (
+    Attempt,
+    ContextMessage,
+    ContextRead,
+    ModelContext,
+    Session,
+    compaction,
+    read_context,
+)
 from ..providers import ModelRequest, ProviderRegistry, RetryPolicy, complete
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "DEFAULT_KEEP_RECENT_TOKENS",
+    "DEFAULT_MAX_CONTEXT_BYTES",
     "DEFAULT_RESERVE_TOKENS",
     "SUMMARY_SYSTEM_PROMPT",
     "CompactionDone",
@@ -28,6 +37,7 @@ __all__ = [
     "compact",
     "compact_session",
     "model_summariser",
+    "bytes_after",
     "context_tokens",
     "estimate_tokens",
     "plan_compaction",
@@ -40,6 +50,11 @@ DEFAULT_CONTEXT_WINDOW = 128_000
 DEFAULT_RESERVE_TOKENS = 16_384
 #: pi's keepRecentTokens: the most recent context kept verbatim after a compaction.
 DEFAULT_KEEP_RECENT_TOKENS = 20_000
+#: The transcript bytes a turn reads for its context (from the first kept entry to the end). Many
+#: small records (delivery mirrors, heartbeats) weigh little in tokens and much in bytes: without
+#: this bound, a main session fed by many jobs makes every turn read more, for months
+#: (COMPACT-I5). Near the token budget's size for ordinary messages.
+DEFAULT_MAX_CONTEXT_BYTES = 1024 * 1024
 #: pi's estimate for an image block, in characters (1,200 tokens).
 _IMAGE_CHARS = 4_800
 
@@ -56,9 +71,11 @@ class CompactionSettings:
     context_window: int = DEFAULT_CONTEXT_WINDOW
     reserve_tokens: int = DEFAULT_RESERVE_TOKENS
     keep_recent_tokens: int = DEFAULT_KEEP_RECENT_TOKENS
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
 
     def __post_init__(self) -> None:
-        if min(self.context_window, self.reserve_tokens, self.keep_recent_tokens) < 0:
+        counts = (self.context_window, self.reserve_tokens, self.keep_recent_tokens)
+        if min(*counts, self.max_context_bytes) < 0:
             raise ValueError("compaction token counts must be 0 or more")
 
     @property
@@ -128,22 +145,35 @@ def _cut_points(messages: Sequence[ContextMessage], start: int) -> list[int]:
     return out
 
 
+def bytes_after(read: ContextRead) -> dict[str, int]:
+    """For each entry read, the transcript bytes from its line to the end (what a context that
+    starts there costs to read). Pure."""
+    return {r.id: read.size - r.offset for r in read.entries if r.id is not None}
+
+
 def plan_compaction(
     context: ModelContext,
     settings: CompactionSettings,
     *,
     extra_chars: int = 0,
     force: bool = False,
+    sizes: Mapping[str, int] | None = None,
 ) -> CompactionPlan | None:
-    """Whether to compact ``context`` and where to cut (pure; Invariant COMPACT-I1).
+    """Whether to compact ``context`` and where to cut (pure; Invariants COMPACT-I1, COMPACT-I5).
 
-    Compacts when the estimate exceeds ``context_window - reserve_tokens`` (or ``force``). The cut
-    is the latest turn boundary that keeps at least ``keep_recent_tokens`` verbatim; when every
-    boundary keeps less, the earliest one. None: under the threshold, or no boundary to cut at.
+    Compacts when the estimate exceeds ``context_window - reserve_tokens``, when the context
+    spans more than ``max_context_bytes`` of transcript (``sizes``: ``bytes_after`` of the
+    read), or with ``force``. The cut is the latest turn boundary that keeps at least
+    ``keep_recent_tokens`` verbatim or half of ``max_context_bytes``, whichever keeps less;
+    when every boundary keeps less than both, the earliest one. None: under both bounds, or no
+    boundary to cut at.
     """
     messages = context.messages
     tokens = context_tokens(messages, extra_chars=extra_chars)
-    if not force and (not settings.enabled or tokens <= settings.threshold_tokens):
+    sizes = sizes or {}
+    span = max(sizes.values(), default=0)
+    over = tokens > settings.threshold_tokens or span > settings.max_context_bytes
+    if not force and (not settings.enabled or not over):
         return None
     has_summary = bool(messages) and messages[0].source == "compaction_summary"
     start = 1 if has_summary else 0  # a cut at start would summarise nothing
@@ -153,7 +183,13 @@ def plan_compaction(
     suffix = [0] * (len(messages) + 1)
     for i in range(len(messages) - 1, -1, -1):
         suffix[i] = suffix[i + 1] + estimate_tokens(messages[i])
-    enough = [c for c in points if suffix[c] >= settings.keep_recent_tokens]
+    half_bytes = settings.max_context_bytes // 2
+    enough = [
+        c
+        for c in points
+        if suffix[c] >= settings.keep_recent_tokens
+        or sizes.get(messages[c].entry_id, 0) >= half_bytes
+    ]
     cut = max(enough) if enough else min(points)
     previous = None
     if has_summary:
@@ -268,10 +304,12 @@ async def compact_session(
     """Compact by hand (``fencepost sessions compact``): whatever the budget, under the lease.
     A dry run only reads: it takes no lease and writes nothing to the transcript."""
     if dry_run:
-        plan = plan_compaction(read_context(session.path).context, settings, force=True)
+        read = read_context(session.path)
+        plan = plan_compaction(read.context, settings, force=True, sizes=bytes_after(read))
         return CompactionDone(plan, None, None)
     async with session.attempt(run_id, wait_timeout_s=wait_timeout_s) as attempt:
-        plan = plan_compaction(read_context(session.path).context, settings, force=True)
+        read = read_context(session.path)
+        plan = plan_compaction(read.context, settings, force=True, sizes=bytes_after(read))
         if plan is None:
             return CompactionDone(None, None, None)
         entry_id, summary = await compact(attempt, plan, summarise)

@@ -41,7 +41,13 @@ from ..providers import (
     complete,
     context_messages,
 )
-from ._compaction import CompactionSettings, compact, model_summariser, plan_compaction
+from ._compaction import (
+    CompactionSettings,
+    bytes_after,
+    compact,
+    model_summariser,
+    plan_compaction,
+)
 from ._tools import Tool, ToolContext, ToolFailed, check_arguments
 
 __all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
@@ -279,7 +285,11 @@ async def _loop(
     read = _read_context(session)
     extra = len(agent.system_prompt) + len(prompt or system_event or "")
     plan = (
-        None if read is None else plan_compaction(read.context, agent.compaction, extra_chars=extra)
+        None
+        if read is None
+        else plan_compaction(
+            read.context, agent.compaction, extra_chars=extra, sizes=bytes_after(read)
+        )
     )
     if plan is not None:
         # Invariant COMPACT-I1: a context past its budget is compacted before the model call.
