@@ -289,6 +289,39 @@ def test_pruning_keeps_every_counter_right_retention_i3(tmp_path):
     assert json.loads(shown.output)["run_counts"] == before
 
 
+def test_cron_list_shows_the_run_counts_unchanged_after_pruning_retention_i3(tmp_path):
+    # Invariant RETENTION-I3, RETENTION-G5: list reads the same CronStore counts as show.
+    paths = StatePaths(tmp_path)
+    with CronStore(paths.cron_db) as cron:
+        busy, idle = add_cron_job(cron, OLD), add_cron_job(cron, OLD)
+        for i, st in enumerate(["ok", "error", "ok", "timeout", "ok"]):
+            ledger_row(cron, busy, f"r{i}", st, NOW - timedelta(days=5 - i))
+        cron.update_state(busy.job_id, last_status="ok", last_run_id="r4")
+        gone = add_cron_job(cron, OLD)
+        ledger_row(cron, gone, "g0", "ok", NOW)
+        cron.delete_job(gone.job_id)  # its ledger rows stay; they count for no listed job
+
+    def listed() -> dict[str, dict]:
+        out = CliRunner().invoke(cli, ["cron", "list", "--state-dir", str(tmp_path), "--json"])
+        assert out.exit_code == 0, out.output
+        return {j["job_id"]: j for j in json.loads(out.output)}
+
+    before = listed()
+    assert before[busy.job_id]["run_counts"] == {"ok": 3, "error": 1, "timeout": 1, "runs": 5}
+    assert before[idle.job_id]["run_counts"] == {"runs": 0}
+    report = run_retention(paths, RetentionPolicy(ledger_keep_per_job=1), now=NOW, dry_run=False)
+    assert [d["result"] for d in report.done] == [4]  # busy keeps its newest row
+    after = listed()
+    assert after == before
+    assert after[busy.job_id]["state"]["last_status"] == "ok"
+    with CronStore(paths.cron_db) as cron:
+        assert cron.run_counts(busy.job_id) == after[busy.job_id]["run_counts"]
+    wide = {"COLUMNS": "200"}
+    table = CliRunner().invoke(cli, ["cron", "list", "--state-dir", str(tmp_path)], env=wide)
+    assert table.exit_code == 0, table.output
+    assert "5 (3 ok)" in table.output and "0 (0 ok)" in table.output
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_an_archived_session_is_readable_by_show_and_verify_retention_i6(tmp_path, gz):
     # Invariant RETENTION-I6
