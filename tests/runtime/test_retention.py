@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -18,7 +19,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fencepost import ConfigError, SessionStore, SyncSessionStore, message
+from fencepost import (
+    ConfigError,
+    SessionStore,
+    SyncSessionStore,
+    build_context,
+    compaction,
+    message,
+    read_context,
+    read_transcript,
+)
 from fencepost.runtime.config import StatePaths, parse_config
 from fencepost.runtime.cron import CronStore, RunRecord
 from fencepost.runtime.retention import (
@@ -136,6 +146,23 @@ def make_session(paths: StatePaths, sid: str, *, age: datetime = OLD) -> Path:
     return p
 
 
+def make_indexed_session(paths: StatePaths, sid: str) -> Path:
+    """An old session with a compaction, its offset index built by one read (INDEX-I1)."""
+    with SyncSessionStore(paths.sessions, durability="buffered") as store:
+        sess = store.session(sid)
+        ids = [
+            sess.append(message("user", f"question {i}"), writer="delivery").entry_ids[0]
+            for i in range(4)
+        ]
+        sess.append(compaction("four questions", ids[2], 100), writer="compaction")
+        sess.append(message("user", "after"), writer="delivery")
+    p = paths.sessions / f"{sid}.jsonl"
+    read_context(str(p))
+    assert Path(f"{p}.index").exists()
+    os.utime(p, (OLD.timestamp(), OLD.timestamp()))
+    return p
+
+
 def ledger_row(store: CronStore, job, run_id: str, status: str, at: datetime, sid=None) -> None:
     store.insert_run(
         RunRecord(
@@ -221,6 +248,19 @@ def test_a_dry_run_changes_nothing_retention_i5(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_a_dry_run_leaves_the_derived_index_in_place_retention_i5(tmp_path):
+    # Invariant RETENTION-I5, RETENTION-I7
+    paths = StatePaths(tmp_path)
+    sid = iso_sid()
+    make_indexed_session(paths, sid)
+    CronStore(paths.cron_db).close()
+    before = snapshot(tmp_path)
+    report = run_retention(paths, POLICY, now=NOW, dry_run=True, delete_archived=True)
+    assert [a.kind for a in report.plan.actions] == ["archive"] and report.done == ()
+    assert snapshot(tmp_path) == before
+    assert f"sessions/{sid}.jsonl.index" in before["files"]  # type: ignore[operator]
+
+
 def test_pruning_keeps_every_counter_right_retention_i3(tmp_path):
     # Invariant RETENTION-I3
     paths = StatePaths(tmp_path)
@@ -249,6 +289,39 @@ def test_pruning_keeps_every_counter_right_retention_i3(tmp_path):
     assert json.loads(shown.output)["run_counts"] == before
 
 
+def test_cron_list_shows_the_run_counts_unchanged_after_pruning_retention_i3(tmp_path):
+    # Invariant RETENTION-I3, RETENTION-G5: list reads the same CronStore counts as show.
+    paths = StatePaths(tmp_path)
+    with CronStore(paths.cron_db) as cron:
+        busy, idle = add_cron_job(cron, OLD), add_cron_job(cron, OLD)
+        for i, st in enumerate(["ok", "error", "ok", "timeout", "ok"]):
+            ledger_row(cron, busy, f"r{i}", st, NOW - timedelta(days=5 - i))
+        cron.update_state(busy.job_id, last_status="ok", last_run_id="r4")
+        gone = add_cron_job(cron, OLD)
+        ledger_row(cron, gone, "g0", "ok", NOW)
+        cron.delete_job(gone.job_id)  # its ledger rows stay; they count for no listed job
+
+    def listed() -> dict[str, dict]:
+        out = CliRunner().invoke(cli, ["cron", "list", "--state-dir", str(tmp_path), "--json"])
+        assert out.exit_code == 0, out.output
+        return {j["job_id"]: j for j in json.loads(out.output)}
+
+    before = listed()
+    assert before[busy.job_id]["run_counts"] == {"ok": 3, "error": 1, "timeout": 1, "runs": 5}
+    assert before[idle.job_id]["run_counts"] == {"runs": 0}
+    report = run_retention(paths, RetentionPolicy(ledger_keep_per_job=1), now=NOW, dry_run=False)
+    assert [d["result"] for d in report.done] == [4]  # busy keeps its newest row
+    after = listed()
+    assert after == before
+    assert after[busy.job_id]["state"]["last_status"] == "ok"
+    with CronStore(paths.cron_db) as cron:
+        assert cron.run_counts(busy.job_id) == after[busy.job_id]["run_counts"]
+    wide = {"COLUMNS": "200"}
+    table = CliRunner().invoke(cli, ["cron", "list", "--state-dir", str(tmp_path)], env=wide)
+    assert table.exit_code == 0, table.output
+    assert "5 (3 ok)" in table.output and "0 (0 ok)" in table.output
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_an_archived_session_is_readable_by_show_and_verify_retention_i6(tmp_path, gz):
     # Invariant RETENTION-I6
@@ -273,6 +346,44 @@ def test_an_archived_session_is_readable_by_show_and_verify_retention_i6(tmp_pat
         verified = runner.invoke(cli, ["sessions", "verify", "--root", root, "--json", target])
         assert verified.exit_code == 0, verified.output
         assert json.loads(verified.output)["ok"] is True
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_archiving_drops_the_derived_index_and_a_moved_back_session_rebuilds_it_retention_i7(
+    tmp_path, gz
+):
+    # Invariant RETENTION-I7 (and INDEX-I1: a missing index costs one scan)
+    paths = StatePaths(tmp_path)
+    sid = iso_sid()
+    live = make_indexed_session(paths, sid)
+    want = build_context(read_transcript(str(live)))
+    run_retention(paths, RetentionPolicy(gzip=gz), now=NOW, dry_run=False)
+    archive = tmp_path / "archive" / "sessions"
+    assert not live.exists()
+    assert not list(tmp_path.rglob("*.index")), "no index outlives the move"
+    archived = archive / (f"{sid}.jsonl.gz" if gz else f"{sid}.jsonl")
+    if gz:  # moved back by hand (state machine d.)
+        live.write_bytes(gzip.decompress(archived.read_bytes()))
+        archived.unlink()
+    else:
+        os.replace(archived, live)
+    first = read_context(str(live))
+    assert not first.used_index and first.context == want
+    second = read_context(str(live))
+    assert second.used_index and second.context == want
+
+
+def test_deleting_an_archived_session_removes_an_index_beside_it_retention_i7(tmp_path):
+    # Invariant RETENTION-I7
+    paths = StatePaths(tmp_path)
+    sid = iso_sid()
+    make_indexed_session(paths, sid)
+    run_retention(paths, POLICY, now=NOW, dry_run=False)
+    archive = tmp_path / "archive" / "sessions"
+    (archive / f"{sid}.jsonl.index").write_text("{}")  # put there by hand or an older version
+    report = run_retention(paths, POLICY, now=NOW, dry_run=False, delete_archived=True)
+    assert [d["action"] for d in report.done] == ["delete"]
+    assert not list(archive.iterdir())
 
 
 def test_archived_sessions_are_deleted_only_when_asked_retention_i2(tmp_path):

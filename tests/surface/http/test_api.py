@@ -97,6 +97,24 @@ async def test_disabling_and_enabling_a_job_follows_the_cli_rules(client, gw):
     assert state["disabled_reason"] is None and state["consecutive_errors"] == 0
 
 
+async def test_after_ledger_pruning_the_jobs_api_shows_the_run_counts_unchanged(client, gw):
+    # Invariant RETENTION-I3, RETENTION-G5: GET /api/jobs and /api/jobs/{id} read CronStore's
+    # counts, which pruning never changes.
+    job = await add_job(client)
+    assert job["run_counts"] == {"runs": 0}
+    for i, status in enumerate(["ok", "error", "takeover", "ok"]):
+        gw.cron.insert_run(takeover_run(job["job_id"], 1, run_id=f"r{i}", status=status))
+    gw.cron.update_state(job["job_id"], last_status="ok", last_run_id="r3")
+    want = {"ok": 2, "error": 1, "takeover": 1, "runs": 4}
+    before = (await client.get("/api/jobs")).json()["jobs"]
+    assert [j["run_counts"] for j in before] == [want]
+    assert gw.cron.prune_runs(["r0", "r1", "r2"]) == 3
+    assert [r.run_id for r in gw.cron.runs(job_id=job["job_id"])] == ["r3"]
+    assert (await client.get("/api/jobs")).json()["jobs"] == before
+    one = (await client.get(f"/api/jobs/{job['job_id']}")).json()
+    assert one["run_counts"] == want and one["state"]["last_status"] == "ok"
+
+
 async def test_a_job_for_an_unknown_agent_is_refused_with_422_naming_the_agent(client, gw):
     err = assert_error(
         await client.post("/api/jobs", json={**JOB, "agent": "nobody"}), 422, "agent"

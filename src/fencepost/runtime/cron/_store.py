@@ -604,15 +604,27 @@ class CronStore:
     def run_counts(self, job_id: str) -> dict[str, int]:
         """Runs of a job by status, ``runs`` the total: the ledger's rows plus the rows pruning
         removed (Invariant RETENTION-I3), so pruning never changes a counter."""
-        counts: dict[str, int] = {}
-        for sql in (
-            "SELECT status, COUNT(*) FROM runs WHERE job_id=? GROUP BY status",
-            "SELECT status, n FROM pruned_run_counts WHERE job_id=?",
-        ):
-            for status, n in self._conn.execute(sql, (job_id,)):
-                counts[status] = counts.get(status, 0) + int(n)
-        counts["runs"] = sum(counts.values())
-        return counts
+        return self.run_counts_by_job([job_id])[job_id]
+
+    def run_counts_by_job(self, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``run_counts`` of each of these jobs (``{"runs": 0}`` when it has none), by one
+        grouped query whatever their number (Invariant RETENTION-I3)."""
+        out: dict[str, dict[str, int]] = {jid: {} for jid in job_ids}
+        one = len(out) == 1
+        where = "WHERE job_id=?" if one else ""
+        rows = self._conn.execute(
+            "SELECT job_id, status, SUM(n) FROM ("
+            f" SELECT job_id, status, COUNT(*) AS n FROM runs {where} GROUP BY job_id, status"
+            f" UNION ALL SELECT job_id, status, n FROM pruned_run_counts {where}"
+            ") GROUP BY job_id, status",
+            tuple(out) * 2 if one else (),
+        )
+        for jid, status, n in rows:
+            if jid in out:
+                out[jid][status] = int(n)
+        for counts in out.values():
+            counts["runs"] = sum(counts.values())
+        return out
 
     def prune_runs(self, run_ids: Sequence[str]) -> int:
         """Delete these ledger rows (never a running one), counting them per job and status

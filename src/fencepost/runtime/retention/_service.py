@@ -38,6 +38,9 @@ log = logging.getLogger("fencepost.retention")
 
 #: The protocol's sidecars (core/_store.py docstring); moved with the transcript.
 SIDECARS = (".state", ".events", ".quarantine", ".lock")
+#: Derived sidecars (the context offset index, core/_index.py): dropped, never archived, so no
+#: index outlives the file it describes; the first read after a move back rebuilds it (INDEX-I1).
+DERIVED = (".index",)
 
 
 def archive_dir(paths: StatePaths) -> Path:
@@ -155,6 +158,11 @@ def _archive(paths: StatePaths, sid: str, gz: bool) -> dict[str, Any]:
         with _holding(Path(f"{src}.lock")) as free:
             if not free or store.session(sid).lease_holder() is not None:
                 return {"action": "archive", "target": sid, "result": "skipped: in use"}
+            # Invariant RETENTION-I7: the derived index goes first, under the lock (a crash
+            # after this only costs a rescan); the archive never holds one.
+            for suffix in DERIVED:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(f"{src}{suffix}").unlink()
             st = src.stat()
             if gz:
                 dest = adir / f"{sid}.jsonl.gz"
@@ -183,7 +191,8 @@ def _archive(paths: StatePaths, sid: str, gz: bool) -> dict[str, Any]:
 def _delete(paths: StatePaths, sid: str) -> dict[str, Any]:
     adir = archive_dir(paths)
     removed = 0
-    for name in (f"{sid}.jsonl.gz", f"{sid}.jsonl", *(f"{sid}.jsonl{s}" for s in SIDECARS)):
+    sides = (*SIDECARS, *DERIVED)  # Invariant RETENTION-I7: an index put there by hand goes too
+    for name in (f"{sid}.jsonl.gz", f"{sid}.jsonl", *(f"{sid}.jsonl{s}" for s in sides)):
         with contextlib.suppress(FileNotFoundError):
             (adir / name).unlink()
             removed += 1

@@ -89,8 +89,11 @@ def _when(dt: datetime | None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _job_json(job: Job, state: JobState) -> dict[str, Any]:
-    return {**job.to_json(), "state": state.to_json()}
+def _job_json(job: Job, state: JobState, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    out = {**job.to_json(), "state": state.to_json()}
+    if counts is not None:
+        out["run_counts"] = counts  # CronStore.run_counts: right after pruning too (RETENTION-G5)
+    return out
 
 
 def _describe(schedule: Schedule) -> str:
@@ -249,14 +252,17 @@ def add(
 @state_dir_option
 @json_option
 def list_(state_dir: str | None, as_json: bool) -> None:
-    """List jobs with their next run and last status."""
+    """List jobs with their next run, last status and run counts."""
     with _open(state_dir, create=True) as store:
         rows = store.list_jobs()
+        counts = store.run_counts_by_job([j.job_id for j, _ in rows])
     if as_json:
-        click.echo(json.dumps([_job_json(j, s) for j, s in rows], indent=2, ensure_ascii=False))
+        out = [_job_json(j, s, counts[j.job_id]) for j, s in rows]
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
+    headers = ["id", "name", "agent", "schedule", "target", "enabled", "next run", "last"]
     _render.table(
-        ["id", "name", "agent", "schedule", "target", "enabled", "next run", "last", "errors"],
+        [*headers, "errors", "runs"],
         [
             [
                 j.job_id[:8],
@@ -268,6 +274,7 @@ def list_(state_dir: str | None, as_json: bool) -> None:
                 _when(s.next_run_at) if j.enabled else "-",
                 s.last_status or "-",
                 s.consecutive_errors,
+                f"{counts[j.job_id]['runs']} ({counts[j.job_id].get('ok', 0)} ok)",
             ]
             for j, s in rows
         ],
@@ -288,8 +295,7 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         runs = store.runs(job_id=jid, limit=run_count)
         counts = store.run_counts(jid)  # right after ledger pruning too (RETENTION-G5)
     if as_json:
-        out = _job_json(job, state)
-        out["run_counts"] = counts
+        out = _job_json(job, state, counts)
         out["runs"] = [r.to_json() for r in runs]
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return

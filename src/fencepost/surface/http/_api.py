@@ -44,6 +44,7 @@ __all__ = [
     "int_query",
     "job_json",
     "json_depth",
+    "jobs_json",
     "run_json",
     "runs_query",
     "session_page",
@@ -145,8 +146,21 @@ def _flag(request: Request, name: str) -> bool:
 # ---- rendering ----------------------------------------------------------------------------
 
 
-def job_json(job: Job, state: JobState) -> dict[str, Any]:
-    return {**job.to_json(), "schedule_text": job.schedule.describe(), "state": state.to_json()}
+def job_json(job: Job, state: JobState, counts: dict[str, int]) -> dict[str, Any]:
+    """``counts`` from ``CronStore.run_counts``: right after ledger pruning too (RETENTION-G5)."""
+    return {
+        **job.to_json(),
+        "schedule_text": job.schedule.describe(),
+        "state": state.to_json(),
+        "run_counts": counts,
+    }
+
+
+def jobs_json(store: CronStore) -> list[dict[str, Any]]:
+    """Every job, its counts by one grouped query (not one per job)."""
+    rows = store.list_jobs()
+    counts = store.run_counts_by_job([j.job_id for j, _ in rows])
+    return [job_json(j, s, counts[j.job_id]) for j, s in rows]
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -206,8 +220,7 @@ def resolve_job(store: CronStore, text: str) -> str:
 
 
 async def list_jobs(request: Request) -> Response:
-    rows = gateway_of(request).cron.list_jobs()
-    return JSONResponse({"jobs": [job_json(j, s) for j, s in rows]})
+    return JSONResponse({"jobs": jobs_json(gateway_of(request).cron)})
 
 
 async def create_job(request: Request) -> Response:
@@ -217,14 +230,14 @@ async def create_job(request: Request) -> Response:
     job = job_from_body(body, now=now, validator=gw.job_validator())
     gw.cron.add_job(job, next_run_at=next_run_after(job.schedule, now))
     gw.scheduler.wake()
-    out = job_json(job, gw.cron.get_state(job.job_id))
+    out = job_json(job, gw.cron.get_state(job.job_id), gw.cron.run_counts(job.job_id))
     return JSONResponse(out, status_code=201, headers={"location": f"/api/jobs/{job.job_id}"})
 
 
 async def get_job(request: Request) -> Response:
     store = gateway_of(request).cron
     jid = resolve_job(store, request.path_params["job_id"])
-    return JSONResponse(job_json(store.get_job(jid), store.get_state(jid)))
+    return JSONResponse(job_json(store.get_job(jid), store.get_state(jid), store.run_counts(jid)))
 
 
 async def patch_job(request: Request) -> Response:
@@ -237,7 +250,7 @@ async def patch_job(request: Request) -> Response:
     edited = edit_from_body(job, body, now=now, validator=gw.job_validator())
     store.replace_job(job, edited, now, disabled_reason="disabled over HTTP")
     gw.scheduler.wake()
-    return JSONResponse(job_json(edited, store.get_state(jid)))
+    return JSONResponse(job_json(edited, store.get_state(jid), store.run_counts(jid)))
 
 
 async def delete_job(request: Request) -> Response:

@@ -178,7 +178,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Job": {
         "type": "object",
-        "required": ["job_id", "name", "agent", "schedule", "payload", "state"],
+        "required": ["job_id", "name", "agent", "schedule", "payload", "state", "run_counts"],
         "properties": {
             "job_id": {"type": "string"},
             "name": {"type": "string"},
@@ -196,6 +196,13 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": ["string", "null"]},
             "updated_at": {"type": ["string", "null"]},
             "state": _ref("JobState"),
+            "run_counts": {
+                "type": "object",
+                "description": "Runs by status and `runs` the total, unchanged by ledger pruning",
+                "properties": {"runs": {"type": "integer"}},
+                "required": ["runs"],
+                "additionalProperties": {"type": "integer"},
+            },
         },
     },
     "Run": {

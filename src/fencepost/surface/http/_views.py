@@ -17,7 +17,7 @@ from ...runtime.gateway import Gateway
 from ._api import (
     gateway_of,
     int_query,
-    job_json,
+    jobs_json,
     run_json,
     runs_query,
     sessions_list,
@@ -86,7 +86,7 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
 
 async def jobs_page(request: Request) -> Response:
     gw = gateway_of(request)
-    jobs = [job_json(j, s) for j, s in gw.cron.list_jobs()]
+    jobs = jobs_json(gw.cron)
     return _render(request, "jobs.html", title="Jobs", nav="jobs", jobs=jobs, live="feed")
 
 
