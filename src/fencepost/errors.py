@@ -210,7 +210,7 @@ class MessageNotWrittenError(SessionError):
     def __init__(self, session_id: str, run_id: str, status: str, detail: str | None) -> None:
         super().__init__(
             f"the message to session {session_id!r} was not written: its turn {run_id} ended "
-            f"{status} first ({detail or 'no detail'}); nothing was accepted, send it again"
+            f"{status} first ({detail or 'no detail'}); nothing was accepted"
         )
         self.session_id = session_id
         self.run_id = run_id

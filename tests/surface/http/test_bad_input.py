@@ -252,3 +252,20 @@ def test_the_cli_refuses_the_same_bad_input_and_adds_no_job_http_i9(tmp_path, ar
     assert complaint in str(res.exception) or complaint in res.output, (res.output, res.exception)
     listed = CliRunner().invoke(cli, ["cron", "list", "--state-dir", str(state), "--json"])
     assert json.loads(listed.output) == []
+
+
+async def test_a_message_whose_turn_cannot_write_it_is_refused_not_accepted_gateway_i6(gw, client):
+    """Invariant GATEWAY-I6: an edit made outside the protocol stops the turn before it writes
+    the message; the sender gets the reason (409), not a 202 for a message that never lands."""
+    first = await client.post("/api/sessions/s4/messages", json={"text": "first"})
+    assert first.status_code == 202
+    while gw.lane_busy("s4"):
+        await asyncio.sleep(0.01)
+    path = gw.paths.sessions / "s4.jsonl"
+    with path.open("ab") as f:
+        f.write(b'{"type":"custom","customType":"edited by hand","data":{}}\n')
+    before = path.read_bytes()
+    r = await client.post("/api/sessions/s4/messages", json={"text": "second"})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["code"] in {"outside_protocol_change", "session_takeover"}
+    assert path.read_bytes() == before

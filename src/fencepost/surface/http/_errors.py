@@ -86,6 +86,8 @@ def translate(exc: Exception) -> ApiError | None:
         return ApiError(422, "invalid", exc.detail, field="text")
     if isinstance(exc, LockTimeoutError):
         return ApiError(503, "lock_timeout", str(exc))
+    if isinstance(exc, MessageNotWrittenError) and exc.status == "takeover":
+        return ApiError(409, "session_takeover", str(exc))
     if isinstance(exc, LeaseBusyError | MessageNotWrittenError):
         return ApiError(503, "session_busy", str(exc))
     if isinstance(exc, ConfigError):  # InvalidJobError, InvalidScheduleError included
