@@ -1,5 +1,6 @@
 """Drift-prone docs are generated or tested (STYLE rule 9): the CLI reference, the plugin hooks,
-the exports. Regenerate the CLI reference with ``python tests/test_docs.py``."""
+the HTTP error codes, the exports. Regenerate the CLI reference with
+``python tests/test_docs.py``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 HOOKS_PAGE = ROOT / "docs" / "reference" / "plugins.md"
+HTTP_PAGE = ROOT / "docs" / "reference" / "http-api.md"
 
 
 def render_cli_reference() -> str:
@@ -83,3 +85,13 @@ if __name__ == "__main__":
     sys.path.insert(0, os.fspath(ROOT / "src"))
     CLI_PAGE.write_text(render_cli_reference())
     print(f"wrote {CLI_PAGE}")
+
+
+def test_the_http_error_codes_table_matches_the_one_the_app_uses():
+    """docs/reference/http-api.md lists ``_errors.ERROR_CODES`` (HTTP-I10)."""
+    from fencepost.surface.http._errors import ERROR_CODES
+
+    rows = re.findall(r"^\| `(\w+)` \| (\d{3}) \| (.+?) \|$", HTTP_PAGE.read_text(), re.M)
+    assert rows == [(code, str(e.status), e.description) for code, e in ERROR_CODES.items()], (
+        "docs/reference/http-api.md's error table and _errors.ERROR_CODES disagree"
+    )

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -208,11 +208,31 @@ class Guard:
         return response
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the documented routes serve at this path, for a 405's ``Allow`` header.
+
+    Starlette names only the first route that matches the path, and a path here may have one
+    route per method (Invariant HTTP-I10: ``Allow`` lists what the document lists).
+    """
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if (
+            isinstance(route, Route)
+            and route.include_in_schema
+            and route.methods
+            and route.matches(request.scope)[0] is not Match.NONE
+        ):
+            methods |= route.methods
+    return ", ".join(sorted(methods)) if methods else None
+
+
 async def _handle(request: Request, exc: Exception) -> Response:
     """The one table from errors to statuses (``_errors.translate``), JSON or an HTML page."""
     api = translate(exc)
     if api is None:
         raise exc
+    if api.status == 405 and (allowed := _allowed_methods(request)):
+        api.headers["allow"] = allowed
     if _is_api(request.url.path):
         return error_response(api)
     templates: Jinja2Templates = request.app.state.templates
@@ -221,6 +241,7 @@ async def _handle(request: Request, exc: Exception) -> Response:
         "error.html",
         {"title": f"{api.status}", "nav": "", "error": api, "live": ""},
         status_code=api.status,
+        headers=api.headers,
     )
 
 

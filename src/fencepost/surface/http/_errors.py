@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,7 +24,49 @@ from ...errors import (
     TranscriptFormatError,
 )
 
-__all__ = ["ApiError", "error_body", "error_response", "translate"]
+__all__ = [
+    "ERROR_CODES",
+    "ApiError",
+    "ErrorCode",
+    "api_error",
+    "error_body",
+    "error_response",
+    "translate",
+]
+
+
+class ErrorCode(NamedTuple):
+    status: int
+    description: str
+
+
+#: Every ``error.code`` the app answers with, its status and what it means: the one table the
+#: handlers, the guard, ``translate`` and the OpenAPI document share (Invariants HTTP-I2, HTTP-I10).
+ERROR_CODES: dict[str, ErrorCode] = {
+    "bad_json": ErrorCode(400, "The body is not JSON, or it nests deeper than the limit"),
+    "invalid_job_id": ErrorCode(400, "A malformed job id, or an ambiguous prefix"),
+    "invalid_session_id": ErrorCode(400, "A malformed or path-like session id"),
+    "unauthorized": ErrorCode(401, "A token is configured and the request did not carry it"),
+    "not_loopback": ErrorCode(403, "No token is configured and the client is not on loopback"),
+    "cross_site": ErrorCode(
+        403, "A change without a bearer token, JSON content type or X-Fencepost header"
+    ),
+    "job_not_found": ErrorCode(404, "No job with this id or prefix"),
+    "run_not_found": ErrorCode(404, "No run with this id in the ledger"),
+    "session_not_found": ErrorCode(404, "No session with this id"),
+    "not_found": ErrorCode(404, "No such route or page"),
+    "method_not_allowed": ErrorCode(405, "The route does not take this method (see Allow)"),
+    "job_running": ErrorCode(409, "The job has a run in flight"),
+    "outside_protocol_change": ErrorCode(
+        409, "The transcript was changed outside the protocol; nothing was written"
+    ),
+    "session_takeover": ErrorCode(409, "The turn was fenced out before it wrote the message"),
+    "body_too_large": ErrorCode(413, "The request body is larger than server.max_body_bytes"),
+    "record_too_large": ErrorCode(413, "The message would make a record past the size limit"),
+    "invalid": ErrorCode(422, "A field is invalid; error.field names it"),
+    "lock_timeout": ErrorCode(503, "The session's write lock stayed busy; try again"),
+    "session_busy": ErrorCode(503, "The session's lease stayed busy; try again"),
+}
 
 #: Where the validation error of a runtime parser points in a request body. The runtime names
 #: the CLI's option (``cron``, ``message``); the API names the JSON field.
@@ -44,12 +87,28 @@ _FIELD_FOR_KEY = {
 class ApiError(Exception):
     """An error the API answers with ``{"error": {"code", "message", "field"?}}``."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
+
+
+def api_error(
+    code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> ApiError:
+    """An ``ApiError`` whose status is the one ``ERROR_CODES`` gives ``code``."""
+    return ApiError(ERROR_CODES[code].status, code, message, field=field, headers=headers)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -61,7 +120,9 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
 
 def error_response(exc: ApiError) -> JSONResponse:
     # Invariant HTTP-I2: every error the API answers has this one JSON shape.
-    return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.field), status_code=exc.status, headers=exc.headers
+    )
 
 
 def translate(exc: Exception) -> ApiError | None:
@@ -69,34 +130,35 @@ def translate(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InvalidSessionIdError):
-        return ApiError(400, "invalid_session_id", str(exc), field="session_id")
+        return api_error("invalid_session_id", str(exc), field="session_id")
     if isinstance(exc, SessionNotFoundError):
-        return ApiError(404, "session_not_found", f"no session {exc.session_id!r}")
+        return api_error("session_not_found", f"no session {exc.session_id!r}")
     if isinstance(exc, JobNotFoundError):
-        return ApiError(404, "job_not_found", str(exc))
+        return api_error("job_not_found", str(exc))
     if isinstance(exc, JobRunningError):
-        return ApiError(409, "job_running", str(exc))
+        return api_error("job_running", str(exc))
     if isinstance(exc, OutsideProtocolChangeError):
-        return ApiError(409, "outside_protocol_change", str(exc))
+        return api_error("outside_protocol_change", str(exc))
     if isinstance(exc, SessionTakeoverError):
-        return ApiError(409, "session_takeover", str(exc))
+        return api_error("session_takeover", str(exc))
     if isinstance(exc, RecordTooLargeError):
-        return ApiError(413, "record_too_large", str(exc), field="text")
+        return api_error("record_too_large", str(exc), field="text")
     if isinstance(exc, TranscriptFormatError):
-        return ApiError(422, "invalid", exc.detail, field="text")
+        return api_error("invalid", exc.detail, field="text")
     if isinstance(exc, LockTimeoutError):
-        return ApiError(503, "lock_timeout", str(exc))
+        return api_error("lock_timeout", str(exc))
     if isinstance(exc, MessageNotWrittenError) and exc.status == "takeover":
-        return ApiError(409, "session_takeover", str(exc))
+        return api_error("session_takeover", str(exc))
     if isinstance(exc, LeaseBusyError | MessageNotWrittenError):
-        return ApiError(503, "session_busy", str(exc))
+        return api_error("session_busy", str(exc))
     if isinstance(exc, ConfigError):  # InvalidJobError, InvalidScheduleError included
         field = _FIELD_FOR_KEY.get(exc.key or "", exc.key)
         detail = getattr(exc, "detail", None) or str(exc)
-        return ApiError(422, "invalid", detail, field=field)
+        return api_error("invalid", detail, field=field)
     if isinstance(exc, HTTPException):
+        # Starlette's headers stay: a 405 carries Allow (RFC 9110).
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ApiError(exc.status_code, code, str(exc.detail))
+        return ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
     return None
 
 

@@ -1,14 +1,29 @@
 """The OpenAPI 3.1 document, written as data (served at ``/openapi.json``).
 
-Kept complete by a test: every route the app serves is in ``paths`` with its methods
-(Invariant HTTP-I5).
+Kept complete by tests: every route the app serves is in ``paths`` with its methods (Invariant
+HTTP-I5), and every status an operation answers is in its ``responses`` (Invariant HTTP-I10). Error
+statuses are not written here: each operation names the error codes it can raise, and the status,
+description and ``error.code`` values come from ``_errors.ERROR_CODES``, the table the handlers,
+the guard and ``translate`` use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["openapi_document"]
+from ._errors import ERROR_CODES
+
+__all__ = ["BODY_ERRORS", "GUARD_ERRORS", "UNSAFE_ERRORS", "openapi_document"]
+
+#: The guard answers before any handler (Invariant HTTP-I1): every operation can answer these.
+GUARD_ERRORS = ("unauthorized", "not_loopback")
+#: A change without a bearer token also needs JSON or X-Fencepost (Invariant HTTP-I6).
+UNSAFE_ERRORS = ("cross_site",)
+#: Every operation that reads a JSON body: not JSON (or nested too deep), or too large.
+BODY_ERRORS = ("bad_json", "body_too_large")
+
+_UNSAFE_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -19,19 +34,38 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
 _HTML = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
 _SSE = {
     "description": "A text/event-stream (server-sent events)",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
-_AUTH_ERRORS = {
-    "401": _error("A token is configured and the request did not carry it"),
-    "403": _error("Not a loopback client and no token configured, or a cookie without X-Fencepost"),
+_REDIRECT = {
+    "description": "With a token: ?token= traded for the dashboard cookie; Location is this page "
+    "without it",
+    "headers": {"Location": {"schema": {"type": "string"}}},
 }
+
+
+def _error_responses(codes: Iterable[str], *, html: bool = False) -> dict[str, Any]:
+    """One response per status among ``codes``, from ``ERROR_CODES``; the JSON body's
+    ``error.code`` is one of the codes with that status (an HTML page for dashboard errors)."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERROR_CODES[code].status, []).append(code)
+    out: dict[str, Any] = {}
+    for status, names in sorted(by_status.items()):
+        description = "; ".join(f"{name}: {ERROR_CODES[name].description}" for name in names)
+        if html:
+            out[str(status)] = {**_HTML, "description": f"An HTML page. {description}"}
+            continue
+        schema = {
+            "allOf": [
+                _ref("Error"),
+                {"properties": {"error": {"properties": {"code": {"enum": names}}}}},
+            ]
+        }
+        out[str(status)] = _json(schema, description)
+    return out
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -52,18 +86,40 @@ _SESSION_ID = _param(
     {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"},
     "A session id (path-like ids are refused with 400)",
 )
-_INT = {"type": "integer", "minimum": 0}
+
+
+def _int_param(
+    name: str, description: str, *, lo: int = 0, hi: int | None = None
+) -> dict[str, Any]:
+    """An integer query parameter read by ``_api.int_query``: out of [lo, hi] is a 422, and an
+    empty value means the default (HTML forms send empty fields)."""
+    schema: dict[str, Any] = {"type": "integer", "minimum": lo}
+    if hi is not None:
+        schema["maximum"] = hi
+    return {**_param(name, "query", schema, description), "allowEmptyValue": True}
 
 
 def _op(
+    operation_id: str,
     summary: str,
     responses: dict[str, Any],
     *,
+    errors: Iterable[str] = (),
     params: list[dict[str, Any]] | None = None,
     body: str | None = None,
     tag: str = "api",
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {**responses}}
+    """One operation. ``operation_id`` is its handler's name; ``errors`` are the error codes its
+    handler raises (the guard's are added by ``openapi_document``)."""
+    codes = list(errors)
+    if body is not None:
+        codes = [*BODY_ERRORS, *codes]
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": {**responses, **_error_responses(codes, html=tag == "dashboard")},
+    }
     if params:
         op["parameters"] = params
     if body is not None:
@@ -71,9 +127,27 @@ def _op(
             "required": True,
             "content": {"application/json": {"schema": _ref(body)}},
         }
-    if tag == "api":
-        op["responses"].update(_AUTH_ERRORS)
     return op
+
+
+def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: the response's ``$response.body#/<pointer>`` feeds ``operation_id``."""
+    return {
+        "operationId": operation_id,
+        "parameters": {name: f"$response.body#/{pointer}" for name, pointer in parameters.items()},
+    }
+
+
+def _with_guard(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation answers the guard's refusals, JSON on every path (HTTP-I1, HTTP-I6)."""
+    for ops in paths.values():
+        for method, op in ops.items():
+            codes = GUARD_ERRORS + (UNSAFE_ERRORS if method in _UNSAFE_METHODS else ())
+            op["responses"] = {**op["responses"], **_error_responses(codes)}
+            if "dashboard" in op["tags"]:
+                op["responses"]["303"] = _REDIRECT
+            op["responses"] = dict(sorted(op["responses"].items()))
+    return paths
 
 
 _SCHEMAS: dict[str, Any] = {
@@ -311,7 +385,10 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["text"],
-        "properties": {"text": {"type": "string"}, "agent": {"type": "string"}},
+        "properties": {
+            "text": {"type": "string"},
+            "agent": {"type": ["string", "null"], "description": "null: the default agent"},
+        },
     },
     "MessageAccepted": {
         "type": "object",
@@ -362,64 +439,94 @@ def _array(name: str, key: str) -> dict[str, Any]:
     return {"type": "object", "properties": {key: {"type": "array", "items": _ref(name)}}}
 
 
+#: The bounds ``_api`` and ``_views`` give ``int_query`` for positions and sequence numbers.
+_MAX_INDEX = 2**31
+_MAX_SEQ = 2**62
+
+_RUNS_QUERY = [
+    _param("job", "query", {"type": "string"}, "Only this job (id or prefix)"),
+    _param("status", "query", {"type": "string"}, "Comma-separated statuses"),
+    _param("since", "query", {"type": "string"}, "Scheduled at or after: 2h, 1d or ISO"),
+    _int_param("limit", "Rows per page [50]", lo=1, hi=1000),
+    _int_param("before", "Continue: rows with seq below this (next_before)", hi=_MAX_SEQ),
+]
+#: What an operation on one job can answer, besides its own.
+_ONE_JOB = ("invalid_job_id", "job_not_found")
+#: What an operation on one session can answer, besides its own.
+_ONE_SESSION = ("invalid_session_id", "session_not_found")
+#: A created job feeds every operation on one job (stateful tests follow these links).
+_JOB_LINKS = {
+    "GetJob": _link("get_job", job_id="job_id"),
+    "PatchJob": _link("patch_job", job_id="job_id"),
+    "RunJob": _link("run_job", job_id="job_id"),
+    "DeleteJob": _link("delete_job", job_id="job_id"),
+}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The API as OpenAPI 3.1 (dashboard pages are listed too, tagged ``dashboard``)."""
-    not_found = _error("Unknown job, run or session")
-    bad_id = _error("A malformed or path-like id")
-    invalid = _error("A field is invalid; error.field names it")
+    run_started = {"GetRun": _link("get_run", run_id="run_id")}
     paths: dict[str, Any] = {
         "/api/health": {
-            "get": _op("Gateway health and statistics", {"200": _json(_ref("Health"), "Health")})
+            "get": _op(
+                "health", "Gateway health and statistics", {"200": _json(_ref("Health"), "Health")}
+            )
         },
         "/api/jobs": {
             "get": _op(
+                "list_jobs",
                 "List jobs with next run and last status",
                 {"200": _json(_array("Job", "jobs"), "Jobs")},
             ),
             "post": _op(
+                "create_job",
                 "Add a job (validated now, not when it fires)",
-                {
-                    "201": _json(_ref("Job"), "The new job"),
-                    "400": _error("Not JSON"),
-                    "422": invalid,
-                },
+                {"201": {**_json(_ref("Job"), "The new job"), "links": _JOB_LINKS}},
+                errors=["invalid"],
                 body="JobInput",
             ),
         },
         "/api/jobs/{job_id}": {
             "get": _op(
+                "get_job",
                 "One job",
-                {"200": _json(_ref("Job"), "The job"), "400": bad_id, "404": not_found},
+                {"200": _json(_ref("Job"), "The job")},
+                errors=_ONE_JOB,
                 params=[_JOB_ID],
             ),
             "patch": _op(
+                "patch_job",
                 "Change a job; enabled=true resets errors and backoff",
-                {
-                    "200": _json(_ref("Job"), "The changed job"),
-                    "400": bad_id,
-                    "404": not_found,
-                    "422": invalid,
-                },
+                {"200": _json(_ref("Job"), "The changed job")},
+                errors=[*_ONE_JOB, "invalid"],
                 params=[_JOB_ID],
                 body="JobPatch",
             ),
             "delete": _op(
+                "delete_job",
                 "Remove a job (its ledger rows stay)",
-                {"200": _json({"type": "object"}, "Removed"), "400": bad_id, "404": not_found},
+                {"200": _json({"type": "object"}, "Removed")},
+                errors=_ONE_JOB,
                 params=[_JOB_ID],
             ),
         },
         "/api/jobs/{job_id}/run": {
             "post": _op(
+                "run_job",
                 "Run a job now (trigger manual)",
                 {
-                    "200": _json(
-                        _ref("RunStarted"), "wait=true: the run finished; run is its ledger row"
-                    ),
-                    "202": _json(_ref("RunStarted"), "The run started"),
-                    "404": not_found,
-                    "409": _error("The job has a run in flight"),
+                    "200": {
+                        **_json(
+                            _ref("RunStarted"), "wait=true: the run finished; run is its ledger row"
+                        ),
+                        "links": run_started,
+                    },
+                    "202": {
+                        **_json(_ref("RunStarted"), "The run started"),
+                        "links": run_started,
+                    },
                 },
+                errors=[*_ONE_JOB, "job_running"],
                 params=[
                     _JOB_ID,
                     _param(
@@ -433,6 +540,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/api/runs": {
             "get": _op(
+                "list_runs",
                 "Page the run ledger, newest first",
                 {
                     "200": _json(
@@ -445,35 +553,28 @@ def openapi_document(version: str) -> dict[str, Any]:
                         },
                         "A page",
                     ),
-                    "422": invalid,
                 },
-                params=[
-                    _param("job", "query", {"type": "string"}, "Only this job (id or prefix)"),
-                    _param("status", "query", {"type": "string"}, "Comma-separated statuses"),
-                    _param(
-                        "since", "query", {"type": "string"}, "Scheduled at or after: 2h, 1d or ISO"
-                    ),
-                    _param(
-                        "limit",
-                        "query",
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "Rows per page [50]",
-                    ),
-                    _param(
-                        "before", "query", _INT, "Continue: rows with seq below this (next_before)"
-                    ),
-                ],
+                errors=[*_ONE_JOB, "invalid"],
+                params=_RUNS_QUERY,
             )
         },
         "/api/runs/{run_id}": {
             "get": _op(
+                "get_run",
                 "One ledger row",
-                {"200": _json(_ref("Run"), "The run"), "404": not_found},
+                {
+                    "200": {
+                        **_json(_ref("Run"), "The run"),
+                        "links": {"GetJob": _link("get_job", job_id="job_id")},
+                    }
+                },
+                errors=["run_not_found"],
                 params=[_RUN_ID],
             )
         },
         "/api/sessions": {
             "get": _op(
+                "list_sessions",
                 "List sessions, most recently changed first",
                 {
                     "200": _json(
@@ -487,49 +588,46 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "Sessions",
                     )
                 },
+                errors=["invalid"],
                 params=[
-                    _param("offset", "query", _INT, "Skip this many [0]"),
-                    _param(
-                        "limit",
-                        "query",
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "At most [200]",
-                    ),
+                    _int_param("offset", "Skip this many [0]", hi=_MAX_INDEX),
+                    _int_param("limit", "At most [200]", lo=1, hi=1000),
                 ],
             )
         },
         "/api/sessions/{session_id}": {
             "get": _op(
+                "get_session",
                 "A page of a transcript's records, with who wrote each",
-                {"200": _json(_ref("SessionPage"), "Records"), "400": bad_id, "404": not_found},
+                {"200": _json(_ref("SessionPage"), "Records")},
+                errors=[*_ONE_SESSION, "invalid"],
                 params=[
                     _SESSION_ID,
-                    _param("offset", "query", _INT, "First record index [0]"),
-                    _param(
-                        "limit",
-                        "query",
-                        {"type": "integer", "minimum": 1, "maximum": 5000},
-                        "Records [500]",
-                    ),
+                    _int_param("offset", "First record index [0]", hi=_MAX_INDEX),
+                    _int_param("limit", "Records [500]", lo=1, hi=5000),
                 ],
             )
         },
         "/api/sessions/{session_id}/verify": {
             "get": _op(
+                "verify_session",
                 "Verify format, stamps and hash chain; list fence events",
-                {"200": _json(_ref("VerifyReport"), "The report"), "400": bad_id, "404": not_found},
+                {"200": _json(_ref("VerifyReport"), "The report")},
+                errors=_ONE_SESSION,
                 params=[_SESSION_ID],
             )
         },
         "/api/sessions/{session_id}/events": {
             "get": _op(
+                "session_events",
                 "Live tail (SSE): event record (id = record index), ready, reset",
-                {"200": _SSE, "400": bad_id, "404": not_found},
+                {"200": _SSE},
+                errors=[*_ONE_SESSION, "invalid"],
                 params=[
                     _SESSION_ID,
-                    _param("offset", "query", _INT, "First record index to send"),
-                    _param("after_seq", "query", _INT, "Send records after this stamp seq"),
-                    _param("tail", "query", _INT, "Send the last N records first [50]"),
+                    _int_param("offset", "First record index to send", hi=_MAX_INDEX),
+                    _int_param("after_seq", "Send records after this stamp seq", hi=_MAX_SEQ),
+                    _int_param("tail", "Send the last N records first [50]", hi=100000),
                     _param(
                         "Last-Event-ID",
                         "header",
@@ -541,32 +639,75 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/api/sessions/{session_id}/messages": {
             "post": _op(
+                "send_message",
                 "Send a user message: steers the running turn or starts/queues one",
-                {"202": _json(_ref("MessageAccepted"), "Accepted"), "400": bad_id, "422": invalid},
+                {
+                    "202": {
+                        **_json(_ref("MessageAccepted"), "Accepted"),
+                        "links": {
+                            "GetSession": _link("get_session", session_id="session_id"),
+                            "VerifySession": _link("verify_session", session_id="session_id"),
+                        },
+                    }
+                },
+                errors=[
+                    "invalid_session_id",
+                    "invalid",
+                    "record_too_large",
+                    "outside_protocol_change",
+                    "session_takeover",
+                    "lock_timeout",
+                    "session_busy",
+                ],
                 params=[_SESSION_ID],
                 body="MessageInput",
             )
         },
         "/api/events": {
             "get": _op(
-                "Gateway events (SSE): turn_started, turn_finished, transcript", {"200": _SSE}
+                "events",
+                "Gateway events (SSE): turn_started, turn_finished, transcript",
+                {"200": _SSE},
             )
         },
         "/openapi.json": {
-            "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")})
+            "get": _op(
+                "openapi", "This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}
+            )
         },
-        "/": {"get": _op("Dashboard: jobs", {"200": _HTML}, tag="dashboard")},
-        "/runs": {"get": _op("Dashboard: runs", {"200": _HTML}, tag="dashboard")},
-        "/sessions": {"get": _op("Dashboard: sessions", {"200": _HTML}, tag="dashboard")},
+        "/": {"get": _op("jobs_page", "Dashboard: jobs", {"200": _HTML}, tag="dashboard")},
+        "/runs": {
+            "get": _op(
+                "runs_page",
+                "Dashboard: runs",
+                {"200": _HTML},
+                errors=[*_ONE_JOB, "invalid"],
+                params=_RUNS_QUERY,
+                tag="dashboard",
+            )
+        },
+        "/sessions": {
+            "get": _op(
+                "sessions_page",
+                "Dashboard: sessions",
+                {"200": _HTML},
+                errors=["invalid"],
+                params=[_int_param("offset", "Skip this many [0]", hi=_MAX_INDEX)],
+                tag="dashboard",
+            )
+        },
         "/sessions/{session_id}": {
             "get": _op(
+                "session_page",
                 "Dashboard: a transcript tree with writers and fence events",
-                {"200": _HTML, "404": _HTML},
-                params=[_SESSION_ID],
+                {"200": _HTML},
+                errors=[*_ONE_SESSION, "invalid"],
+                params=[_SESSION_ID, _int_param("offset", "First record shown", hi=_MAX_INDEX)],
                 tag="dashboard",
             )
         },
     }
+    _with_guard(paths)
     return {
         "openapi": "3.1.0",
         "info": {
