@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,36 @@ def test_state_sizes_count_sessions_and_databases(tmp_path):
     assert got.sessions_mb == pytest.approx(1.0, abs=0.01)
     assert got.cron_db_mb == 2.0
     assert got.state_dir_mb == pytest.approx(3.0, abs=0.01)
+
+
+_FRAGMENTED = """
+import threading
+from fencepost.runtime.resources import release_free_memory
+
+def anon_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+
+keep = []
+def work():
+    blocks = [bytes(4000) for _ in range(20000)]  # ~80 MB from malloc, in a thread's arena
+    keep.extend(blocks[::64])  # a survivor every 64 blocks: the arena cannot shrink from its top
+t = threading.Thread(target=work)
+t.start()
+t.join()
+before = anon_mb()
+print(release_free_memory(), before, anon_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_freed_memory_goes_back_to_the_os_when_the_gateway_trims_gateway_i7():
+    """Invariant GATEWAY-I7: after a worker thread frees most of 80 MB, ``release_free_memory``
+    returns the free pages, so resident memory follows what is held, not the high-water mark."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FRAGMENTED], capture_output=True, text=True, check=True
+    ).stdout.split()
+    trimmed, before, after = out[0] == "True", float(out[1]), float(out[2])
+    assert trimmed
+    assert before - after > 40, (before, after)

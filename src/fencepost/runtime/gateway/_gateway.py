@@ -51,6 +51,7 @@ from ..providers import (
     TextStreamed,
     ToolCallReceived,
 )
+from ..resources import TRIM_EVERY_S, release_free_memory
 from ._hooks import call_hook, make_plugin_manager
 
 __all__ = [
@@ -289,6 +290,7 @@ class Gateway:
         self.spawn(self.scheduler.run(), name="scheduler")
         if self.config.retention.every_s > 0:
             self.spawn(self._retention_loop(self.config.retention.every_s), name="retention")
+        self.spawn(self._trim_loop(), name="trim")
         for name, cfg in self.agents.items():
             if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins:
                 self.spawn(self._heartbeat_loop(name, cfg), name=f"heartbeat {name}")
@@ -630,6 +632,12 @@ class Gateway:
         )
 
     # ---- heartbeat -------------------------------------------------------------------------
+
+    async def _trim_loop(self) -> None:
+        # Invariant GATEWAY-I7: RSS follows what the gateway holds, not its allocator's history.
+        while True:
+            await asyncio.sleep(TRIM_EVERY_S)
+            release_free_memory()
 
     async def _retention_loop(self, every_s: float) -> None:
         while True:
