@@ -269,3 +269,20 @@ async def test_a_message_whose_turn_cannot_write_it_is_refused_not_accepted_gate
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error"]["code"] in {"outside_protocol_change", "session_takeover"}
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/api/sessions/abc", "GET"),
+        ("POST", "/api/sessions/abc/verify", "GET"),
+        ("GET", "/api/sessions/abc/messages", "POST"),
+    ],
+)
+async def test_a_session_route_asked_with_the_wrong_method_is_a_405_naming_the_right_one(
+    gw, client, method, path, allowed
+):
+    r = await client.request(method, path, headers=WRITE)
+    assert_error(r, 405)
+    assert allowed in r.headers["allow"]
+    assert not list(gw.paths.sessions.glob("abc*"))

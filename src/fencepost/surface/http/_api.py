@@ -435,12 +435,13 @@ _SESSION_SUFFIXES = ("/verify", "/events", "/messages")
 
 
 async def path_like_session(request: Request) -> Response:
-    """``/api/sessions/<anything with a slash>``: a path-like id is a 400, not a 404."""
+    """``/api/sessions/<anything with a slash>``: a path-like id is a 400, not a 404; a sound
+    id reaches here only by a method its route does not take (a 405 naming the allowed ones)."""
     rest: str = request.path_params["rest"]
     for suffix in _SESSION_SUFFIXES:
         rest = rest.removesuffix(suffix)
     gateway_of(request).store.session(rest)  # raises InvalidSessionIdError for a path-like id
-    raise ApiError(404, "not_found", f"no route {request.url.path}")
+    raise ApiError(405, "method_not_allowed", f"{request.url.path} does not take {request.method}")
 
 
 async def events(request: Request) -> Response:
