@@ -49,6 +49,17 @@ def test_the_starter_config_loads(tmp_path):
         ("[limits]\nmax_open_sessions = 0\n", "limits.max_open_sessions", 2, "at least 1"),
         ("[limits]\nwarn_descriptors_ratio = 1.5\n", "limits.warn_descriptors_ratio", 2, "share"),
         ("[limits]\nmax_open_files = 9\n", "limits.max_open_files", 2, "unknown key"),
+        # Invariant HTTP-I9: numbers that would overflow a timer or a date are refused when read
+        ("[cron]\ntimeout_s = inf\n", "cron.timeout_s", 2, "from 0 to"),
+        ("[cron]\ncatch_up_grace_s = nan\n", "cron.catch_up_grace_s", 2, "from 0 to"),
+        (
+            '[agents.a]\nmodel = "scripted/fast"\n[agents.a.heartbeat]\nevery_s = 1e308\n',
+            "agents.a.heartbeat.every_s",
+            4,
+            "from 0 to",
+        ),
+        ("[retention]\narchive_after_days = 1e12\n", "retention.archive_after_days", 2, "36600"),
+        ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes", 2, "between 1024"),
     ],
 )
 def test_a_bad_config_names_the_key_and_line(tmp_path, text, key, line, says):

@@ -116,6 +116,12 @@ class CronDefaults:
     timeout_s: float = 600.0
 
 
+#: The largest number a config key takes (seconds, tokens, megabytes): far past any sensible
+#: value, far below what overflows a timer or a date.
+MAX_CONFIG_NUMBER = 1e9
+#: A century: retention ages in days past this overflow date arithmetic soon after.
+MAX_RETENTION_DAYS = 36_600.0
+
 #: docs/design/http.md HTTP-I9.
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -285,10 +291,20 @@ class _Reader:
             raise self.error(f"{key}.{name}", f"must be {want}, not {type(raw[name]).__name__}")
         return raw[name]
 
-    def positive(self, raw: Mapping[str, Any], key: str, name: str, default: float) -> float:
+    def positive(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        name: str,
+        default: float,
+        *,
+        maximum: float = MAX_CONFIG_NUMBER,
+    ) -> float:
         value = float(self.get(raw, key, name, (int, float), default))
-        if value < 0:
-            raise self.error(f"{key}.{name}", "must be 0 or more")
+        # Invariant HTTP-I9 (one set of rules): nan, inf and huge values are refused when the
+        # config is read, not left to overflow a timer or a date when they are used.
+        if not 0 <= value <= maximum:
+            raise self.error(f"{key}.{name}", f"must be a number from 0 to {maximum:g}")
         return value
 
     def strings(
@@ -533,7 +549,7 @@ def _retention(r: _Reader, t: Mapping[str, Any]) -> RetentionPolicy:
     def days(name: str, default: float | None) -> float | None:
         if name not in t:
             return default
-        return r.positive(t, k, name, 0.0)
+        return r.positive(t, k, name, 0.0, maximum=MAX_RETENTION_DAYS)
 
     per_job = t.get("ledger_keep_per_job", d.ledger_keep_per_job)
     if "ledger_keep_per_job" in t:
