@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from fencepost.runtime.config import StatePaths
 from fencepost.runtime.cron import CronStore
 from fencepost.runtime.demo import DEMO_PREFIX, gateway_config
-from fencepost.surface.cli import cli, main
+from fencepost.surface.cli import cli
 from tests.helpers import procs
+from tests.helpers.cli import invoke, running_gateway
 
 HOMES = ("empty", "demo", "configured")
 
@@ -76,45 +71,6 @@ def command_names() -> list[str]:
         return [" ".join(prefix)]
 
     return walk(cli, [])
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-    escaped: str | None  # the traceback of an exception that got past the error boundary
-
-    def check(self, what: str) -> None:
-        """Invariant CLI-I1: an exit code and words, never a traceback."""
-        assert self.escaped is None, f"{what}: an exception escaped the CLI\n{self.escaped}"
-        both = self.stdout + self.stderr
-        assert "Traceback" not in both, f"{what}: a traceback was printed\n{both}"
-        if self.code != 0:
-            assert self.stderr.strip() or self.stdout.strip(), f"{what}: failed without a word"
-
-
-def invoke(argv: list[str], home: Path) -> Outcome:
-    """Run ``fencepost ARGV`` in-process through ``main``, the CLI's one error boundary."""
-    env = {
-        "FENCEPOST_HOME": str(home),
-        "FENCEPOST_STATE_DIR": None,
-        "FENCEPOST_ROOT": None,
-        "FENCEPOST_HOST": None,
-        "COLUMNS": "200",
-    }
-    runner = CliRunner()
-    code, escaped = 0, None
-    with runner.isolation(env=env) as (out, err, _):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            escaped, code = traceback.format_exc(), -1
-        stdout = out.getvalue().decode(errors="replace")
-        stderr = err.getvalue().decode(errors="replace")
-    return Outcome(code, stdout, stderr, escaped)
 
 
 @dataclass(frozen=True)
@@ -297,28 +253,11 @@ def test_a_transcript_with_a_bad_line_still_shows_with_its_problems(tmp_path):
 def test_the_gateway_and_demo_start_and_stop_cleanly_in_every_home(home_of, kind, command):
     """Invariant CLI-I1, for the two commands that run until stopped."""
     home = home_of(kind)
-    url_file = home.root / "gateway.url"
-    url_file.unlink(missing_ok=True)
-    env = procs.env()
-    env.pop("FENCEPOST_HOST", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fencepost", command, "--home", str(home.root), "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (url_file.exists() and url_file.read_text().strip()):
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()
-    assert b"Traceback" not in out + err, err.decode()
-    assert b"dashboard: http://127.0.0.1:" in err
+    with running_gateway(home.root, command=command) as served:
+        pass
+    assert served.returncode == 0, served.stderr
+    assert "Traceback" not in served.stderr, served.stderr
+    assert "dashboard: http://127.0.0.1:" in served.stderr
 
 
 @pytest.mark.processes

@@ -20,7 +20,12 @@ from typing import Any, Literal
 import pluggy
 
 from ...core import SessionStore, TranscriptUpdated, custom, message
-from ...errors import ConfigError, FencepostError, InvalidJobError, MessageNotWrittenError
+from ...errors import (
+    ConfigError,
+    GatewayError,
+    InvalidJobError,
+    MessageNotWrittenError,
+)
 from ..agent import AgentSpec, ToolRegistry, TurnResult, check_message_text, run_turn
 from ..config import (
     AgentConfig,
@@ -74,7 +79,7 @@ QUEUED_MESSAGE = "fencepost.queued-message"
 _CURRENT_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("job", default=None)
 
 
-class GatewayBusyError(FencepostError):
+class GatewayBusyError(GatewayError):
     """Another gateway process holds this state directory."""
 
     def __init__(self, root: str, owner: dict[str, Any]) -> None:
