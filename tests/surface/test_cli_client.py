@@ -1,4 +1,5 @@
-"""The CLI talks to a running gateway through one client (Invariants CLI-I3, CLI-I4, CLI-I5).
+"""The CLI and a running gateway: one client (Invariants CLI-I3, CLI-I4, CLI-I5), and a second
+gateway told who holds the directory (CLI-I6).
 
 Each test runs a real ``fencepost gateway`` process on a free loopback port and the CLI
 in-process against it, with and without an API token.
@@ -16,6 +17,7 @@ import pytest
 
 from fencepost.runtime.config import StatePaths
 from fencepost.surface.cli._client import GatewayClient
+from tests.helpers import procs
 from tests.helpers.cli import invoke, running_gateway
 
 pytestmark = [pytest.mark.processes]
@@ -131,3 +133,20 @@ def test_cron_run_no_wait_without_a_gateway_says_it_needs_one(tmp_path):
     assert "--no-wait needs a running gateway" in out.stderr
     assert "fencepost gateway" in out.stderr
     assert ledger(tmp_path) == [], "a refused --no-wait starts no run"
+
+
+@pytest.mark.parametrize("command", ["gateway", "demo"])
+def test_a_second_gateway_on_the_same_directory_names_the_holder_before_the_port(tmp_path, command):
+    """Invariant CLI-I6: it used to say "cannot listen on 127.0.0.1:PORT" first."""
+    job = configured(tmp_path)
+    with running_gateway(tmp_path) as served:
+        port = served.url.rstrip("/").rsplit(":", 1)[1]
+        second = procs.cli(command, "--home", str(tmp_path), "--port", port, timeout=30)
+        err = second.stderr.decode()
+        assert second.returncode == 1, err
+        assert f"another gateway (pid {served.proc.pid} since " in err
+        assert f"at {served.url}" in err and "stop it first" in err
+        assert "cannot listen" not in err and "Traceback" not in err
+        listed = invoke(["cron", "list", "--json"], tmp_path)
+        assert [j["job_id"] for j in json.loads(listed.stdout)] == [job], "no demo jobs added"
+    assert served.returncode == 0

@@ -84,6 +84,8 @@ class GatewayBusyError(GatewayError):
 
     def __init__(self, root: str, owner: dict[str, Any]) -> None:
         who = f"pid {owner.get('pid', '?')} since {owner.get('since', '?')}"
+        if owner.get("url"):
+            who += f", at {owner['url']}"
         super().__init__(
             f"another gateway ({who}) is running on {root}; stop it first, or use another "
             "state directory (--home / FENCEPOST_HOME)"
