@@ -156,9 +156,8 @@ def show(root: str | None, as_json: bool, events: bool, target: str) -> None:
     if transcript.header is None and not transcript.entries and transcript.problems:
         # Invariant CLI-I2: a file with no session header and no record is not a transcript.
         raise TranscriptFormatError(
-            f"not a session transcript: no session header, and none of its "
-            f"{len(transcript.problems)} problem line(s) is a record; "
-            "`fencepost sessions verify` lists them",
+            "not a session transcript: no session header and no record in it "
+            "(`fencepost sessions verify` lists each line's problem)",
             path=path,
         )
     rows = [_render.record_row(r.line, r.data) for r in transcript.entries]
