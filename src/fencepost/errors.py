@@ -33,6 +33,7 @@ __all__ = [
     "JobRunningError",
     "CronStateError",
     "DeliveryError",
+    "GatewayError",
     "ProviderError",
     "ProviderErrorKind",
 ]
@@ -339,3 +340,24 @@ class DeliveryError(CronError):
         self.target = target
         self.detail = message
         self.attempts = attempts
+
+
+class GatewayError(FencepostError):
+    """Starting a gateway, or talking to a running one, failed.
+
+    From the CLI's gateway client (docs/design/cli.md, CLI-I4): ``url`` is the gateway's,
+    ``status`` the HTTP status (None when it did not answer) and ``code`` the API's ``error.code``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.code = code

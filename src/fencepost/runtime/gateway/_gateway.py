@@ -20,7 +20,12 @@ from typing import Any, Literal
 import pluggy
 
 from ...core import SessionStore, TranscriptUpdated, custom, message
-from ...errors import ConfigError, FencepostError, InvalidJobError, MessageNotWrittenError
+from ...errors import (
+    ConfigError,
+    GatewayError,
+    InvalidJobError,
+    MessageNotWrittenError,
+)
 from ..agent import AgentSpec, ToolRegistry, TurnResult, check_message_text, run_turn
 from ..config import (
     AgentConfig,
@@ -75,11 +80,13 @@ QUEUED_MESSAGE = "fencepost.queued-message"
 _CURRENT_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("job", default=None)
 
 
-class GatewayBusyError(FencepostError):
+class GatewayBusyError(GatewayError):
     """Another gateway process holds this state directory."""
 
     def __init__(self, root: str, owner: dict[str, Any]) -> None:
         who = f"pid {owner.get('pid', '?')} since {owner.get('since', '?')}"
+        if owner.get("url"):
+            who += f", at {owner['url']}"
         super().__init__(
             f"another gateway ({who}) is running on {root}; stop it first, or use another "
             "state directory (--home / FENCEPOST_HOME)"

@@ -65,6 +65,7 @@ cli.add_command(gc)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: the one place errors become messages and exit codes (Invariant CLI-I1)."""
     try:
         code = cli.main(args=argv, prog_name="fencepost", standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,27 +1,27 @@
 """``fencepost cron run JOB``: run a job now and stream its progress.
 
-With a gateway running on the state directory the run goes through it (HTTP, so it lands in that
-gateway's lanes); otherwise this process opens the state directory itself (taking the gateway
-lock for the duration, so no gateway can start meanwhile) and runs the job in-process.
+With a gateway running on the state directory the run goes through it (HTTP through the CLI's
+one gateway client, so it lands in that gateway's lanes); otherwise this process opens the state
+directory itself (taking the gateway lock for the duration, so no gateway can start meanwhile)
+and runs the job in-process, which is why ``--no-wait`` needs a gateway (CLI-I5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from ...errors import FencepostError
+from ...errors import ConfigError
 from ...runtime.config import StatePaths
 from ...runtime.cron import RunRecord
 from ...runtime.demo import gateway_config
-from ...runtime.gateway import Gateway, running_gateway
+from ...runtime.gateway import Gateway
+from ._client import GatewayClient
 from .cron import cron, default_state_dir, json_option, state_dir_option
 
 __all__ = ["run"]
@@ -32,15 +32,28 @@ EXIT = {"ok": 0, "takeover": 4}
 @cron.command("run")
 @state_dir_option
 @json_option
-@click.option("--wait/--no-wait", default=True, help="Wait for the run and show its progress.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="Wait for the run and show its progress; --no-wait hands it to the running gateway "
+    "and returns (it needs one).",
+)
 @click.option("--config", default=None, help="Config file [default: <state-dir>/fencepost.toml].")
 @click.argument("job_id")
 def run(state_dir: str | None, as_json: bool, wait: bool, config: str | None, job_id: str) -> None:
     """Run JOB_ID now (outside its schedule) and stream progress; exit 0 when it succeeds."""
     paths = StatePaths(Path(state_dir or default_state_dir()))
-    owner = running_gateway(paths)
-    if owner is not None:
-        row = _via_gateway(owner, job_id, wait)
+    client = GatewayClient.find(paths, config)
+    if client is not None:
+        row = _via_gateway(client, job_id, wait, as_json=as_json)
+    elif not wait:
+        # Invariant CLI-I5: an option that cannot be honoured is refused, never ignored.
+        raise ConfigError(
+            f"--no-wait needs a running gateway to hand the run to, and none runs on "
+            f"{paths.root}: start one with `fencepost gateway`, or drop --no-wait to run the "
+            "job in this process and wait for it",
+            key="--no-wait",
+        )
     else:
         row = asyncio.run(_in_process(paths, config, job_id, quiet=as_json))
     if row is None:
@@ -57,23 +70,22 @@ def run(state_dir: str | None, as_json: bool, wait: bool, config: str | None, jo
     raise SystemExit(EXIT.get(str(row["status"]), 1))
 
 
-def _via_gateway(owner: dict[str, Any], job_id: str, wait: bool) -> dict[str, Any] | None:
-    url = owner.get("url")
-    if not url:
-        raise FencepostError(f"a gateway (pid {owner.get('pid')}) runs here but left no URL")
-    req = urllib.request.Request(
-        f"{url}api/jobs/{job_id}/run" + ("?wait=true" if wait else ""), method="POST", data=b""
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=3600) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise FencepostError(f"the gateway refused the run ({exc.code}): {detail}") from None
+def _via_gateway(
+    client: GatewayClient, job_id: str, wait: bool, *, as_json: bool
+) -> dict[str, Any] | None:
+    if not as_json and wait:
+        click.echo(f"running {job_id} on the gateway at {client.url} (pid {client.pid})…", err=True)
+    body = client.run_job(job_id, wait=wait)
     if not wait:
-        click.echo(f"started run {body.get('run_id')} on the gateway (pid {owner.get('pid')})")
+        if as_json:
+            click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        else:
+            click.echo(
+                f"started run {body.get('run_id')} on the gateway (pid {client.pid}); follow it "
+                f"with `fencepost cron runs {body.get('job_id') or job_id}`"
+            )
         return None
-    run: dict[str, Any] = body.get("run", body)
+    run: dict[str, Any] = body.get("run") or body
     return run
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from ...errors import ConfigError
 from ...runtime.config import GatewayConfig, StatePaths, default_home
 from ...runtime.demo import gateway_config
-from ...runtime.gateway import Gateway
+from ...runtime.gateway import Gateway, GatewayBusyError, running_gateway
 from ._options import config_option, home_option
 
 __all__ = ["demo", "gateway", "serve"]
@@ -126,9 +126,20 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
+def _refuse_if_held(paths: StatePaths) -> None:
+    """Invariant CLI-I6: a directory another gateway holds is said first, before the config is
+    read, demo jobs are installed or a port is bound (a second gateway on the same config would
+    otherwise blame the port). ``Gateway.start`` still takes the lock (GATEWAY-I1): this check
+    only orders the messages."""
+    owner = running_gateway(paths)
+    if owner is not None:
+        raise GatewayBusyError(str(paths.root), owner)
+
+
 def _config(
     paths: StatePaths, config: str | None, *, force_demo: bool, slow_s: float
 ) -> GatewayConfig:
+    _refuse_if_held(paths)
     cfg, added = gateway_config(
         paths, config, install=True, force_demo=force_demo, slow_first_token_s=slow_s
     )

@@ -15,14 +15,17 @@ from typing import Any
 import click
 
 from ...core import (
+    Session,
     SessionStore,
+    Transcript,
     decode_stamped,
     iter_lines,
     read_transcript,
+    validate_session_id,
     validate_writer_kind,
     verify_transcript,
 )
-from ...errors import SessionNotFoundError, TranscriptFormatError
+from ...errors import ConfigError, SessionNotFoundError, TranscriptFormatError
 from . import _render
 from ._options import config_option, home_option
 
@@ -45,8 +48,36 @@ root_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def _session_dir(root: str | None) -> str:
+    """The session directory. One named by ``--root`` must exist; the default one may not yet
+    (no session was ever written), which readers treat as "no sessions" (Invariant CLI-I2)."""
+    if root is None:
+        return os.path.abspath(default_root())
+    path = os.path.abspath(root)
+    if not os.path.isdir(path):
+        raise ConfigError(
+            f"no session directory at {path}; check --root (or $FENCEPOST_ROOT), or leave it "
+            "out to use $FENCEPOST_HOME/sessions",
+            key="--root",
+        )
+    return path
+
+
 def _store(root: str | None, *, create: bool = False) -> SessionStore:
-    return SessionStore(root or default_root(), create=create)
+    return SessionStore(_session_dir(root), create=create)
+
+
+def _existing_session(root: str | None, session_id: str) -> Session:
+    """An existing session of the store, or SessionNotFoundError (also before the session
+    directory exists; Invariant CLI-I2)."""
+    directory = _session_dir(root)
+    validate_session_id(session_id)
+    if not os.path.isdir(directory):
+        raise SessionNotFoundError(session_id, os.path.join(directory, f"{session_id}.jsonl"))
+    session = SessionStore(directory).session(session_id)
+    if not session.exists():
+        raise SessionNotFoundError(session_id, session.path)
+    return session
 
 
 def _resolve(root: str | None, target: str) -> tuple[str, str | None]:
@@ -55,20 +86,34 @@ def _resolve(root: str | None, target: str) -> tuple[str, str | None]:
         path = os.path.abspath(target)
         if not os.path.exists(path):
             raise SessionNotFoundError(os.path.basename(target), path)
+        if os.path.isdir(path):  # Invariant CLI-I2
+            raise TranscriptFormatError(
+                "is a directory, not a transcript; give a session id or a .jsonl file", path=path
+            )
         name = os.path.basename(path)
         for suffix in (".jsonl", ".jsonl.gz"):
             if name.endswith(suffix):
                 return path, name[: -len(suffix)]
         return path, None
-    session = _store(root).session(target)
-    if not session.exists():
+    directory = _session_dir(root)
+    validate_session_id(target)
+    path = os.path.join(directory, f"{target}.jsonl")
+    if not os.path.exists(path):
         # Invariant RETENTION-I6: an archived session is found by id, read-only.
-        archive = os.path.join(os.path.dirname(session.store.root), "archive", "sessions")
+        archive = os.path.join(os.path.dirname(directory), "archive", "sessions")
         for name in (f"{target}.jsonl.gz", f"{target}.jsonl"):
             if os.path.exists(os.path.join(archive, name)):
                 return os.path.join(archive, name), target
-        raise SessionNotFoundError(target, session.path)
-    return session.path, target
+        raise SessionNotFoundError(target, path)
+    return path, target
+
+
+def _read(path: str) -> Transcript:
+    """The transcript at ``path``, read-only; an unreadable file is an error that names it."""
+    try:
+        return read_transcript(path)
+    except OSError as exc:
+        raise TranscriptFormatError(f"cannot read: {exc.strerror or exc}", path=path) from None
 
 
 @click.group()
@@ -81,7 +126,14 @@ def sessions() -> None:
 @json_option
 def list_(root: str | None, as_json: bool) -> None:
     """List the sessions in a directory."""
-    store = _store(root)
+    directory = _session_dir(root)
+    if not os.path.isdir(directory):  # Invariant CLI-I2: nothing written yet is not an error
+        if as_json:
+            click.echo("[]")
+        else:
+            click.echo(f"no sessions yet in {directory}", err=True)
+        return
+    store = SessionStore(directory)
     rows = []
     for sid in store.session_ids():
         st = os.stat(store.session(sid).path)
@@ -100,7 +152,14 @@ def list_(root: str | None, as_json: bool) -> None:
 def show(root: str | None, as_json: bool, events: bool, target: str) -> None:
     """Print a transcript, one record a line, with who wrote each (TARGET: id or path)."""
     path, _ = _resolve(root, target)
-    transcript = read_transcript(path)
+    transcript = _read(path)
+    if transcript.header is None and not transcript.entries and transcript.problems:
+        # Invariant CLI-I2: a file with no session header and no record is not a transcript.
+        raise TranscriptFormatError(
+            "not a session transcript: no session header and no record in it "
+            "(`fencepost sessions verify` lists each line's problem)",
+            path=path,
+        )
     rows = [_render.record_row(r.line, r.data) for r in transcript.entries]
     fence = _events_for(path) if events else []
     if as_json:
@@ -131,7 +190,11 @@ def tail(
 ) -> None:
     """Show the last records of a transcript; with -f, follow it live (read-only)."""
     path, _ = _resolve(root, target)
-    with open(path, "rb") as f:  # read-only: tail never changes a byte
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the `with f` below); read-only
+    except OSError as exc:
+        raise TranscriptFormatError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    with f:
         data = f.read()
         complete = data.rfind(b"\n") + 1
         lines = list(iter_lines(data[:complete]))
@@ -177,7 +240,10 @@ def _emit(line_no: int, raw: bytes, as_json: bool) -> None:
 def verify(ctx: click.Context, root: str | None, as_json: bool, target: str) -> None:
     """Check format, tree, stamps and hash chain. Exit 0 when sound, 1 otherwise."""
     path, _ = _resolve(root, target)
-    report = verify_transcript(path, tuple(_events_for(path)))
+    try:
+        report = verify_transcript(path, tuple(_events_for(path)))
+    except OSError as exc:
+        raise TranscriptFormatError(f"cannot read: {exc.strerror or exc}", path=path) from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -211,8 +277,15 @@ def append(
     if entry_json == "-":
         entry_json = sys.stdin.read()
     elif entry_json.startswith("@"):
-        with open(entry_json[1:], encoding="utf-8") as f:
-            entry_json = f.read()
+        try:
+            with open(entry_json[1:], encoding="utf-8") as f:
+                entry_json = f.read()
+        except (OSError, UnicodeDecodeError) as exc:  # Invariant CLI-I2
+            why = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 ({exc.reason})"
+            raise ConfigError(
+                f"cannot read --entry file {os.path.abspath(entry_json[1:])}: {why}",
+                key="--entry",
+            ) from None
     try:
         entry: Any = json.loads(entry_json)
     except ValueError as exc:
@@ -242,10 +315,7 @@ def append(
 @click.argument("session_id")
 def adopt(root: str | None, note: str, session_id: str) -> None:
     """Accept a change made outside the protocol, after inspecting it (keeps every byte)."""
-    store = _store(root)
-    session = store.session(session_id)
-    if not session.exists():
-        raise SessionNotFoundError(session_id, session.path)
+    session = _existing_session(root, session_id)
     result = asyncio.run(session.adopt(note=note))
     if result is None:
         click.echo("nothing to adopt: the transcript matches its committed state")
@@ -288,10 +358,8 @@ def compact(
     from ...runtime.config import StatePaths, agent_spec, agents_of, default_home, state_config
     from ...runtime.providers import ProviderRegistry
 
-    store = _store(root)
-    session = store.session(session_id)
-    if not session.exists():
-        raise SessionNotFoundError(session_id, session.path)
+    session = _existing_session(root, session_id)
+    store = session.store
     paths = StatePaths(home or default_home())
     cfg = state_config(paths, config)
     agents = agents_of(cfg)
