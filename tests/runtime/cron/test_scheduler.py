@@ -428,3 +428,35 @@ async def test_the_run_loop_sleeps_on_the_clock_and_wakes_for_due_jobs(store, cl
     await sched.stop()
     await loop
     assert "stopping=True" in repr(sched) and sched.statistics().dispatched == 2
+
+
+async def test_failed_and_missed_runs_are_warnings_naming_job_run_and_reason_cron_i14(
+    store, clock, caplog
+):
+    """Invariant CRON-I14: an operator reading the log at WARNING sees every run that did not
+    end ok, with the job, the run and why; ok runs stay at INFO."""
+    results = iter(
+        [RunOutcome("ok"), RunOutcome("error", error_kind="rate_limit", error_message="slow down")]
+    )
+
+    async def run(job, ctx):
+        return next(results)
+
+    job = add_job(store, T0, EverySchedule(3600.0, T0), name="disk report")
+    sched = Scheduler(store, run, clock=clock, retry_policy=RetryPolicy(error_backoff_s=(1,)))
+    with caplog.at_level("INFO", logger="fencepost.cron"):
+        for hour in (1, 2):
+            clock.set(at(hour))
+            await sched.tick()
+            await sched.wait_idle()
+        clock.set(at(5))  # hours 3 and 4 pass unrun: recorded missed at the next start
+        await Scheduler(store, run, clock=clock, catchup_grace_s=60).start()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    failed = [r for r in warnings if r.getMessage().startswith("run error")]
+    assert len(failed) == 1
+    assert "'disk report'" in failed[0].getMessage() and "slow down" in failed[0].getMessage()
+    assert failed[0].job == job.job_id and failed[0].run
+    missed = [r for r in warnings if " missed: " in r.getMessage()]
+    assert missed and all(r.job == job.job_id and r.run for r in missed)
+    ok = [r for r in caplog.records if r.getMessage() == "run finished"]
+    assert len(ok) == 1 and ok[0].levelname == "INFO"

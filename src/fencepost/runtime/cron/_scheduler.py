@@ -403,6 +403,14 @@ class Scheduler:
         run_id = str(uuid.uuid4())
         if not self.store.insert_occurrence(job.job_id, slot, run_id, now):  # CRON-I4
             return 0
+        log.warning(  # Invariant CRON-I14
+            "slot %s %s: job %r: %s",
+            slot.isoformat(),
+            status,
+            job.name,
+            reason,
+            extra={"action": status, "job": job.job_id, "run": run_id, "st": status},
+        )
         self.store.insert_run(
             RunRecord(
                 run_id=run_id,
@@ -604,8 +612,12 @@ class Scheduler:
                     status, error = "failed", f"{type(exc).__name__}: {exc}"
             self.store.update_run(ctx.run_id, delivery_status=status, delivery_error=error)
         self._apply_after_run(job, ctx, attempt, outcome, now)
-        log.info(
-            "run finished",
+        # Invariant CRON-I14: a run that did not end ok is a warning naming job, run and reason.
+        ok = outcome.status == "ok"
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "run finished" if ok else "run %s: job %r, %s: %s",
+            *(() if ok else (outcome.status, job.name, outcome.error_kind, outcome.error_message)),
             extra={"action": "finish", "job": job.job_id, "run": ctx.run_id, "st": outcome.status},
         )
         return self.store.get_run(ctx.run_id)
