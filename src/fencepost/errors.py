@@ -73,6 +73,7 @@ class ConfigError(FencepostError, ValueError):
         super().__init__(message + where)
         self.key = key
         self.line = line
+        self.detail: str = message
 
 
 class SessionError(FencepostError):

@@ -60,6 +60,8 @@ def test_the_starter_config_loads(tmp_path):
         ),
         ("[retention]\narchive_after_days = 1e12\n", "retention.archive_after_days", 2, "36600"),
         ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes", 2, "between 1024"),
+        # Invariant DOCTOR-I2: an unknown plugin is refused when the file is read
+        ('[plugins]\nenabled = ["memory", "memroy"]\n', "plugins.enabled", 2, "'memroy'"),
     ],
 )
 def test_a_bad_config_names_the_key_and_line(tmp_path, text, key, line, says):

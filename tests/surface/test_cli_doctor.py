@@ -67,3 +67,22 @@ def test_an_outside_change_is_reported_never_repaired(tmp_path):
     findings = json.loads(got.stdout)["findings"]
     assert any(f["check"] == "torn-tail" and f["status"] == "fail" for f in findings)
     assert got.returncode == 1 and path.read_bytes() == before
+
+
+def test_an_unknown_tool_fails_the_doctor_and_the_gateway_alike_naming_file_key_and_line_doctor_i2(
+    tmp_path,
+):
+    """Invariant DOCTOR-I2: before, doctor said ok and the gateway refused without a line."""
+    config = tmp_path / "fencepost.toml"
+    config.write_text('[agents.ops]\nmodel = "scripted/fast"\ntools = ["current_time", "shell"]\n')
+    doc = procs.cli("doctor", "--home", str(tmp_path), "--json")
+    assert doc.returncode == 1, doc.stdout
+    [finding] = [f for f in json.loads(doc.stdout)["findings"] if f["check"] == "config"]
+    assert finding["status"] == "fail"
+    for part in (str(config), "unknown tool 'shell'", "agents.ops.tools", "line 3"):
+        assert part in finding["detail"], finding
+    gw = procs.cli("gateway", "--home", str(tmp_path), "--port", "0")
+    assert gw.returncode != 0
+    stderr = gw.stderr.decode()
+    for part in (str(config), "unknown tool 'shell'", "agents.ops.tools", "line 3"):
+        assert part in stderr, stderr

@@ -32,6 +32,7 @@ __all__ = [
     "GatewayConfig",
     "HeartbeatConfig",
     "ServerConfig",
+    "located",
     "load_config",
     "state_config",
     "parse_config",
@@ -115,6 +116,10 @@ class CronDefaults:
     catch_up_grace_s: float = 3600.0
     timeout_s: float = 600.0
 
+
+#: The plugins ``[plugins] enabled`` may name (``gateway/plugins``); third-party plugins load from
+#: entry points instead.
+BUILTIN_PLUGINS = ("memory", "model-snapshot", "trajectory", "heartbeat")
 
 #: The largest number a config key takes (seconds, tokens, megabytes): far past any sensible
 #: value, far below what overflows a timer or a date.
@@ -490,6 +495,13 @@ def parse_config(
     pl = r.get(raw, "", "plugins", dict, {})
     r.table(pl, "plugins", {"enabled"})
     plugins = r.strings(pl, "plugins", "enabled", GatewayConfig.plugins)
+    for name in plugins:
+        if name not in BUILTIN_PLUGINS:
+            raise r.error(
+                "plugins.enabled",
+                f"unknown built-in plugin {name!r}; built-ins: {', '.join(BUILTIN_PLUGINS)} "
+                "(third-party plugins load from the 'fencepost.plugins' entry point group)",
+            )
     durability = r.get(raw, "", "durability", str, "fsync")
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
@@ -580,6 +592,19 @@ def state_config(paths: StatePaths, config: str | os.PathLike[str] | None = None
     if config is not None or paths.config.exists():
         return load_config(config if config is not None else paths.config)
     return GatewayConfig()
+
+
+def located(cfg: GatewayConfig, exc: ConfigError) -> ConfigError:
+    """``exc`` with the config file and the line of its key, for an error found after parsing
+    (an unknown tool, a model no provider serves): every config error names file, key and
+    line, whoever finds it (Invariant DOCTOR-I2)."""
+    if cfg.path is None or exc.key is None or exc.line is not None:
+        return exc
+    try:
+        line = _Where(Path(cfg.path).read_text(encoding="utf-8")).line(exc.key)
+    except (OSError, UnicodeDecodeError):
+        line = None
+    return ConfigError(f"{cfg.path}: {exc.detail}", key=exc.key, line=line)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

@@ -42,7 +42,7 @@ async def run_doctor(
     paths: StatePaths, *, config: str | None = None, fix: bool = False, providers: bool = False
 ) -> list[Finding]:
     out: list[Finding] = []
-    out += _check_config(paths, config)
+    out += await _check_config(paths, config)
     if not paths.root.is_dir():
         out.append(Finding("state", "fail", f"{paths.root} does not exist (nothing to check)"))
         return out
@@ -63,7 +63,7 @@ async def run_doctor(
     return out
 
 
-def _check_config(paths: StatePaths, config: str | None) -> list[Finding]:
+async def _check_config(paths: StatePaths, config: str | None) -> list[Finding]:
     path = Path(config) if config else paths.config
     if not path.exists():
         if config:
@@ -71,6 +71,10 @@ def _check_config(paths: StatePaths, config: str | None) -> list[Finding]:
         return [Finding("config", "ok", "no config file: embedded defaults (demo mode)")]
     try:
         cfg = load_config(path)
+        # Invariant DOCTOR-I2: the gateway's own check (tools, plugins' tools), not a lighter one.
+        from .gateway import Gateway
+
+        await Gateway(paths, cfg).agent_specs()
     except ConfigError as exc:
         return [Finding("config", "fail", str(exc))]
     return [

@@ -34,6 +34,7 @@ from ..config import (
     agent_spec,
     agents_of,
     check_model,
+    located,
 )
 from ..cron import (
     Clock,
@@ -199,6 +200,25 @@ class Gateway:
         self.tools: ToolRegistry
         self.specs: dict[str, AgentSpec] = {}
 
+    async def agent_specs(self) -> tuple[ToolRegistry, dict[str, AgentSpec]]:
+        """The tools (plugins' included) and every agent as the runner sees it; a ConfigError
+        names the config file, key and line (Invariant DOCTOR-I2). Reads and writes nothing:
+        ``doctor`` asks a gateway it does not start, so it refuses what ``gateway`` refuses."""
+        plugin_tools = [
+            t for got in await call_hook(self.plugins, "fencepost_tools", gateway=self) for t in got
+        ]
+        tools = ToolRegistry(plugin_tools)
+        try:
+            specs = {
+                name: agent_spec(
+                    cfg, tools, self.paths, context_windows=self.config.context_windows
+                )
+                for name, cfg in self.agents.items()
+            }
+        except ConfigError as exc:
+            raise located(self.config, exc) from None
+        return tools, specs
+
     def __repr__(self) -> str:
         state = "running" if self.started_at else "stopped"
         return f"<Gateway {self.paths.root} {state} lanes={len(self._lanes)}>"
@@ -259,16 +279,13 @@ class Gateway:
         if self._provider_sleep is not None:
             kw["sleep"] = self._provider_sleep
         self.providers = ProviderRegistry(self.config.providers, scripts=self.config.scripts, **kw)
-        plugin_tools = [
-            t for got in await call_hook(self.plugins, "fencepost_tools", gateway=self) for t in got
-        ]
-        self.tools = ToolRegistry(plugin_tools)
-        for name, cfg in self.agents.items():
-            self.specs[name] = agent_spec(
-                cfg, self.tools, self.paths, context_windows=self.config.context_windows
-            )
-            for ref in (cfg.model, *cfg.fallbacks):
-                self.providers.check(ref)
+        self.tools, self.specs = await self.agent_specs()
+        try:
+            for cfg in self.agents.values():
+                for ref in (cfg.model, *cfg.fallbacks):
+                    self.providers.check(ref)
+        except ConfigError as exc:
+            raise located(self.config, exc) from None
         self.scheduler = Scheduler(
             self.cron,
             self._execute,

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ....errors import ConfigError
+from ...config import BUILTIN_PLUGINS
 from .model_snapshot import ModelSnapshotPlugin
 
 __all__ = ["BUILTIN_PLUGINS", "ModelSnapshotPlugin", "builtin_plugins"]
-
-BUILTIN_PLUGINS = ("memory", "model-snapshot", "trajectory", "heartbeat")
 
 
 def builtin_plugins(enabled: Iterable[str]) -> list[tuple[str, object]]:
