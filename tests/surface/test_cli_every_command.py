@@ -48,6 +48,7 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "gateway": None,
     "gc": [["--dry-run"], []],
     "init": [[]],
+    "logs": [[], ["-n", "5", "--level", "warning"], ["--json"]],
     "memory search": [["status"]],
     "sessions adopt": [["{session}", "--note", "checked by hand"]],
     "sessions append": [
@@ -59,6 +60,7 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "sessions show": [["{session}"], ["{session}", "--json"], ["/etc/passwd"]],
     "sessions tail": [["{session}"], ["{session}", "--json"]],
     "sessions verify": [["{session}"], ["{scratch}"]],
+    "status": [[], ["--json"]],
     "trajectory export": [["{session}"]],
 }
 

@@ -27,6 +27,7 @@ from .gateway import demo, gateway
 from .gc import gc
 from .memory import memory
 from .sessions import sessions
+from .status import logs, status
 from .trajectory import trajectory
 
 __all__ = ["main", "cli", "EXIT_CODES"]
@@ -62,6 +63,8 @@ cli.add_command(trajectory)
 cli.add_command(doctor)
 cli.add_command(init)
 cli.add_command(gc)
+cli.add_command(status)
+cli.add_command(logs)
 
 
 def main(argv: list[str] | None = None) -> None:
