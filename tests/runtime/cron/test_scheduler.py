@@ -430,10 +430,10 @@ async def test_the_run_loop_sleeps_on_the_clock_and_wakes_for_due_jobs(store, cl
     assert "stopping=True" in repr(sched) and sched.statistics().dispatched == 2
 
 
-async def test_failed_and_missed_runs_are_warnings_naming_job_run_and_reason_cron_i14(
+async def test_failed_and_missed_runs_are_warnings_naming_job_run_and_reason_cron_i16(
     store, clock, caplog
 ):
-    """Invariant CRON-I14: an operator reading the log at WARNING sees every run that did not
+    """Invariant CRON-I16: an operator reading the log at WARNING sees every run that did not
     end ok, with the job, the run and why; ok runs stay at INFO."""
     results = iter(
         [RunOutcome("ok"), RunOutcome("error", error_kind="rate_limit", error_message="slow down")]

@@ -403,7 +403,7 @@ class Scheduler:
         run_id = str(uuid.uuid4())
         if not self.store.insert_occurrence(job.job_id, slot, run_id, now):  # CRON-I4
             return 0
-        log.warning(  # Invariant CRON-I14
+        log.warning(  # Invariant CRON-I16
             "slot %s %s: job %r: %s",
             slot.isoformat(),
             status,
@@ -612,7 +612,7 @@ class Scheduler:
                     status, error = "failed", f"{type(exc).__name__}: {exc}"
             self.store.update_run(ctx.run_id, delivery_status=status, delivery_error=error)
         self._apply_after_run(job, ctx, attempt, outcome, now)
-        # Invariant CRON-I14: a run that did not end ok is a warning naming job, run and reason.
+        # Invariant CRON-I16: a run that did not end ok is a warning naming job, run and reason.
         ok = outcome.status == "ok"
         log.log(
             logging.INFO if ok else logging.WARNING,
