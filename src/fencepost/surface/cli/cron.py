@@ -30,13 +30,12 @@ from ...runtime.cron import (
     format_duration,
     new_job,
     next_run_after,
-    parse_at,
     parse_cron,
     parse_delivery,
     parse_duration_s,
-    parse_every,
     parse_since,
     parse_target,
+    schedule_from_text,
 )
 from . import _render
 
@@ -120,15 +119,19 @@ def _schedule(
     if len(given) > 1:
         raise InvalidScheduleError("give one of --at, --every and --cron", key="schedule")
     if at is not None:
-        return parse_at(at, now=now, tz=tz)
+        return schedule_from_text("at", at, tz=tz, now=now)  # Invariant CRON-I15
     if every is not None:
-        return parse_every(every, now=now)
+        return schedule_from_text("every", every, tz=tz, now=now)
     if cron_expr is not None:
-        return parse_cron(cron_expr, tz or "UTC", now=now)
+        return schedule_from_text("cron", cron_expr, tz=tz, now=now)
     if tz is not None and isinstance(current, CronSchedule):
         return parse_cron(current.expr, tz, now=now, stagger_s=current.stagger_s)
     if tz is not None and not required:
-        raise InvalidScheduleError("--tz applies to --cron and --at schedules", key="tz")
+        raise InvalidScheduleError(
+            f"--tz applies to --cron and to an --at time without an offset; this job's schedule "
+            f"is {current.describe() if current else 'unchanged'}: give --cron or --at with --tz",
+            key="tz",
+        )
     if required:
         raise InvalidScheduleError(
             "a job needs a schedule: --at 20m, --every 1h or --cron '0 7 * * *' --tz Europe/Berlin",
@@ -154,9 +157,16 @@ def _schedule_options(f: Any) -> Any:
         [
             click.option("--at", default=None, help="Once: 20m, 2h, 1d or an ISO 8601 time."),
             click.option("--every", default=None, help="Repeat every interval: 30m, 1h, 1d."),
-            click.option("--cron", "cron_expr", default=None, help="5-field cron expression."),
             click.option(
-                "--tz", default=None, help="IANA zone for --cron (and a naive --at) [UTC]."
+                "--cron",
+                "cron_expr",
+                default=None,
+                help="5-field cron expression, or @hourly, @daily, @weekly, @monthly, @yearly.",
+            ),
+            click.option(
+                "--tz",
+                default=None,
+                help="IANA zone for --cron, or for an --at time without an offset [UTC].",
             ),
             click.option(
                 "--stagger",
