@@ -17,8 +17,10 @@ import click
 
 from ...errors import InvalidJobError, InvalidScheduleError
 from ...runtime.cron import (
+    AtSchedule,
     CronSchedule,
     CronStore,
+    EverySchedule,
     Job,
     JobState,
     JobValidator,
@@ -38,6 +40,7 @@ from ...runtime.cron import (
     schedule_from_text,
 )
 from . import _render
+from ._render import Col
 
 __all__ = ["cron", "default_state_dir"]
 
@@ -97,6 +100,16 @@ def _job_json(job: Job, state: JobState, counts: dict[str, int] | None = None) -
 
 def _describe(schedule: Schedule) -> str:
     return schedule.describe()
+
+
+def _short(schedule: Schedule) -> str:
+    """The schedule as a table shows it: what people wrote, without the anchor (see ``show``)."""
+    if isinstance(schedule, AtSchedule):
+        return f"at {_when(schedule.at)}"
+    if isinstance(schedule, EverySchedule):
+        return f"every {format_duration(schedule.every_s)}"
+    stagger = f" +{format_duration(schedule.stagger_s)}" if schedule.stagger_s else ""
+    return f"{schedule.expr} {schedule.tz}{stagger}"
 
 
 def _stagger(text: str | None) -> float | None:
@@ -270,18 +283,26 @@ def list_(state_dir: str | None, as_json: bool) -> None:
         out = [_job_json(j, s, counts[j.job_id]) for j, s in rows]
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    headers = ["id", "name", "agent", "schedule", "target", "enabled", "next run", "last"]
     _render.table(
-        [*headers, "errors", "runs"],
+        [
+            Col("id"),
+            Col("name", wrap=True, min_width=10),
+            Col("agent", drop=3),
+            Col("schedule", wrap=True, min_width=12),
+            Col("target", drop=6, wrap=True, min_width=8),
+            Col("next run", wrap=True, min_width=10),
+            Col("last", drop=1),
+            Col("errors", drop=5, justify="right"),
+            Col("runs", drop=4, wrap=True, min_width=6),
+        ],
         [
             [
                 j.job_id[:8],
                 j.name,
                 j.agent,
-                _describe(j.schedule),
+                _short(j.schedule),
                 j.target,
-                "yes" if j.enabled else "no",
-                _when(s.next_run_at) if j.enabled else "-",
+                _when(s.next_run_at) if j.enabled else "disabled",
                 s.last_status or "-",
                 s.consecutive_errors,
                 f"{counts[j.job_id]['runs']} ({counts[j.job_id].get('ok', 0)} ok)",
@@ -330,7 +351,9 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         ("retry", f"{_when(state.retry.at)} ({state.retry.reason})" if state.retry else "-"),
         ("running", state.running_run_id or "-"),
     ]
-    _render.table(["field", "value"], rows, title=f"job {job.name}")
+    _render.table(
+        [Col("field"), Col("value", wrap=True, min_width=20)], rows, title=f"job {job.name}"
+    )
     _runs_table(runs)
 
 
@@ -507,7 +530,17 @@ def runs(
 
 def _runs_table(rows: list[RunRecord]) -> None:
     _render.table(
-        ["seq", "run", "job", "scheduled", "started", "status", "try", "detail", "delivery"],
+        [
+            Col("seq", drop=2, justify="right"),
+            Col("run"),
+            Col("job", wrap=True, min_width=10),
+            Col("scheduled", wrap=True, min_width=10),
+            Col("started", drop=3, wrap=True, min_width=10),
+            Col("status"),
+            Col("try", drop=4, justify="right"),
+            Col("detail", wrap=True, min_width=24),
+            Col("delivery", drop=3),
+        ],
         [
             [
                 r.seq,
@@ -517,7 +550,7 @@ def _runs_table(rows: list[RunRecord]) -> None:
                 _when(r.started_at),
                 r.status,
                 r.attempt,
-                (r.error_message or r.reply or "")[:60],
+                " ".join((r.error_message or r.reply or "").split())[:80],
                 r.delivery_status or "",
             ]
             for r in rows
