@@ -1,4 +1,5 @@
-"""The gateway's configuration: one TOML file, validated strictly (docs/reference/config.md).
+"""The gateway's configuration: one TOML file, validated strictly (docs/reference/config.md,
+generated from ``CONFIG_KEYS``).
 
 Every error names the key and, when the file is known, the line. Secrets only by environment
 variable name (``api_key_env``, ``token_env``); a literal key in the file is refused.
@@ -10,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_
 from .retention import RetentionPolicy
 
 __all__ = [
+    "CONFIG_KEYS",
+    "CONFIG_SECTIONS",
+    "ConfigKey",
+    "config_keys",
     "DEFAULT_AGENT",
     "agents_of",
     "check_model",
@@ -171,6 +176,242 @@ class GatewayConfig:
     context_windows: Mapping[str, int] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+
+# ---- every key, once: the parser's allowed sets and docs/reference/config.md --------------------
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of ``fencepost.toml``. ``section`` is dotted, ``*`` standing for a name the user
+    picks (``agents.*`` is ``[agents.<name>]``). ``default`` is the value the parser uses when
+    the key is absent (None: unset); ``example`` is TOML. The parser takes its allowed keys from
+    this table, and tests/test_docs.py checks that page, table and parser agree (STYLE rule 9).
+    """
+
+    section: str
+    key: str
+    type: str
+    default: Any
+    doc: str
+    example: str
+    #: Shown instead of the default (e.g. what "unset" means); the checked value stays ``default``.
+    default_text: str | None = None
+    required: bool = False
+    #: Where the value lands in ``GatewayConfig`` (``*``: the named entry; digits: an index), for
+    #: the test that checks defaults and examples; None for keys that do not land as written.
+    read: str | None = None
+
+
+_MiB = 1024 * 1024
+_HB = HeartbeatConfig()
+_CS = CompactionSettings()
+_RP = RetentionPolicy()
+_LC = LimitsConfig()
+_SC = ServerConfig()
+_CD = CronDefaults()
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("", "durability", "string", "fsync",
+              'How transcripts reach the disk: "fsync" per commit, or "buffered" (faster; a '
+              "crash may lose the last records).", '"buffered"', read="durability"),
+    # providers
+    ConfigKey("providers.*", "api", "string", "openai",
+              "The wire protocol: openai (any OpenAI-compatible server), anthropic, or scripted.",
+              '"openai"', read="providers.*.api"),
+    ConfigKey("providers.*", "base_url", "string", None,
+              "The server's URL (OpenAI-compatible servers: vLLM, Ollama, llama.cpp, ...). A "
+              "loopback URL needs no key.", '"http://127.0.0.1:11434/v1"',
+              default_text="the API's own", read="providers.*.base_url"),
+    ConfigKey("providers.*", "api_key_env", "string", None,
+              "The name of the environment variable holding the API key.", '"OPENAI_API_KEY"',
+              default_text="unset", read="providers.*.api_key_env"),
+    ConfigKey("providers.*", "timeout_s", "number", 600.0,
+              "Seconds a model request may take.", "120", read="providers.*.timeout_s"),
+    ConfigKey("providers.*", "max_retries", "integer", 2,
+              "Retries of transient failures (rate limits, 5xx, timeouts), with backoff.", "3",
+              read="providers.*.max_retries"),
+    ConfigKey("providers.*", "api_key", "-", None,
+              "Refused: secrets never go in the config file; use api_key_env.", "",
+              default_text="refused"),
+    # agents
+    ConfigKey("agents.*", "model", "string", None,
+              "The agent's model, provider/model (scripted/fast is the built-in offline model).",
+              '"scripted/fast"', default_text="required", required=True,
+              read="agents.*.model"),
+    ConfigKey("agents.*", "fallbacks", "array of strings", (),
+              "Models tried in order when the model fails with a provider error.",
+              '["scripted/slow"]', read="agents.*.fallbacks"),
+    ConfigKey("agents.*", "system_prompt", "string", "",
+              "The system prompt of every turn.", '"You are the operations agent."',
+              read="agents.*.system_prompt"),
+    ConfigKey("agents.*", "tools", "array of strings", AgentConfig.tools,
+              "The tools the agent may call: built-ins (current_time, read_file, write_file, "
+              "http_get) and tools plugins register.", '["current_time", "read_file"]',
+              read="agents.*.tools"),
+    ConfigKey("agents.*", "workspace", "string", None,
+              "The folder read_file and write_file work in.", '"/srv/ops-notes"',
+              default_text="`<home>/workspaces/<name>`", read="agents.*.workspace"),
+    ConfigKey("agents.*", "max_steps", "integer", AgentConfig.max_steps,
+              "Model calls one turn may make (each tool round is one).", "12",
+              read="agents.*.max_steps"),
+    ConfigKey("agents.*", "timeout_s", "number", AgentConfig.timeout_s,
+              "Seconds one turn may take.", "300", read="agents.*.timeout_s"),
+    ConfigKey("agents.*", "http_allow", "array of strings", (),
+              "Hosts the http_get tool may fetch; empty: http_get refuses every host.",
+              '["status.example.com"]', read="agents.*.http_allow"),
+    ConfigKey("agents.*", "steering", "boolean", AgentConfig.steering,
+              "A message that arrives during a turn joins it (true) or waits for the next "
+              "turn (false).", "false", read="agents.*.steering"),
+    ConfigKey("agents.*.heartbeat", "every_s", "number", _HB.every_s,
+              "Seconds between heartbeat turns on the agent's main session; 0 turns them off.",
+              "1800", read="agents.*.heartbeat.every_s"),
+    ConfigKey("agents.*.heartbeat", "prompt", "string", _HB.prompt,
+              "The user message of a heartbeat turn.", '"Anything that needs attention?"',
+              read="agents.*.heartbeat.prompt"),
+    ConfigKey("agents.*.compaction", "enabled", "boolean", _CS.enabled,
+              "Compact the session (pi format) when a turn's context nears the model's window.",
+              "false", read="agents.*.compaction.enabled"),
+    ConfigKey("agents.*.compaction", "reserve_tokens", "integer", _CS.reserve_tokens,
+              "Compact when the context passes the window minus this.", "8192",
+              read="agents.*.compaction.reserve_tokens"),
+    ConfigKey("agents.*.compaction", "keep_recent_tokens", "integer", _CS.keep_recent_tokens,
+              "The recent context kept verbatim after a compaction.", "10000",
+              read="agents.*.compaction.keep_recent_tokens"),
+    ConfigKey("agents.*.compaction", "max_context_bytes", "integer", _CS.max_context_bytes,
+              "Also compact when a turn would read more transcript bytes than this.", "524288",
+              read="agents.*.compaction.max_context_bytes"),
+    # models, scripts
+    ConfigKey("models.*", "context_window", "integer", DEFAULT_CONTEXT_WINDOW,
+              "The model's context window in tokens (compaction keeps each turn inside it).",
+              "32768", read="context_windows.*"),
+    ConfigKey("scripts.*", "steps", "array of tables or strings", None,
+              "The replies of the built-in scripted model scripted/<name>, in order (a string "
+              "is a text reply); keys of a step below.", '["first reply", "second reply"]',
+              default_text="required", required=True),
+    ConfigKey("scripts.*.steps", "text", "string", "", "The reply text.", '"all good"',
+              read="scripts.*.0.text"),
+    ConfigKey("scripts.*.steps", "thinking", "string", "", "Reasoning text streamed first.",
+              '"checking"', read="scripts.*.0.thinking"),
+    ConfigKey("scripts.*.steps", "tool_calls", "array of tables", (),
+              "Tool calls to make ({name, arguments, id}) instead of replying.",
+              '[{name = "current_time"}]', default_text="[]"),
+    ConfigKey("scripts.*.steps", "latency_s", "number", 0.0,
+              "Seconds spread over the streamed chunks.", "0.5", read="scripts.*.0.latency_s"),
+    ConfigKey("scripts.*.steps", "first_token_delay_s", "number", 0.0,
+              "Seconds before the first token (20 makes the slow model of DESIGN.md §1).", "20",
+              read="scripts.*.0.first_token_delay_s"),
+    ConfigKey("scripts.*.steps", "chunk_chars", "integer", 16,
+              "Characters per streamed chunk.", "4", read="scripts.*.0.chunk_chars"),
+    ConfigKey("scripts.*.steps", "error", "string", None,
+              "Fail with this provider error kind (rate_limit, server_error, ...) instead.",
+              '"rate_limit"', default_text="unset", read="scripts.*.0.error"),
+    ConfigKey("scripts.*.steps", "retry_after_s", "number", None,
+              "With error: the Retry-After the failure carries.", "2", default_text="unset",
+              read="scripts.*.0.retry_after_s"),
+    ConfigKey("scripts.*.steps", "stop_reason", "string", None,
+              "The stop reason reported (stop, length, toolUse, error, aborted).", '"length"',
+              default_text="by the reply", read="scripts.*.0.stop_reason"),
+    # cron
+    ConfigKey("cron", "max_concurrent_runs", "integer", _CD.max_concurrent_runs,
+              "Scheduled runs in flight at once, over all jobs.", "2",
+              read="cron.max_concurrent_runs"),
+    ConfigKey("cron", "catch_up_grace_s", "number", _CD.catch_up_grace_s,
+              "After downtime, a slot older than this is recorded missed instead of run.",
+              "600", read="cron.catch_up_grace_s"),
+    ConfigKey("cron", "timeout_s", "number", _CD.timeout_s,
+              "The default run timeout of a job that sets none.", "300", read="cron.timeout_s"),
+    # server
+    ConfigKey("server", "host", "string", _SC.host,
+              "The address the HTTP API and dashboard listen on; any but loopback needs "
+              "token_env.", '"127.0.0.1"', read="server.host"),
+    ConfigKey("server", "port", "integer", _SC.port, "The port (0: any free port).", "8788",
+              read="server.port"),
+    ConfigKey("server", "token_env", "string", None,
+              "The environment variable holding the bearer token clients must send.",
+              '"FENCEPOST_TOKEN"', default_text="unset: loopback clients only",
+              read="server.token_env"),
+    ConfigKey("server", "max_body_bytes", "integer", _SC.max_body_bytes,
+              "Larger request bodies are refused with 413 (1024 to 1073741824).", "4194304",
+              read="server.max_body_bytes"),
+    # plugins
+    ConfigKey("plugins", "enabled", "array of strings", GatewayConfig.plugins,
+              "The built-in plugins to run (memory, model-snapshot, trajectory, heartbeat); "
+              "installed plugins load by entry point.", '["memory", "heartbeat"]',
+              read="plugins"),
+    # limits
+    ConfigKey("limits", "max_open_sessions", "integer", _LC.max_open_sessions,
+              "Idle sessions whose files stay open (three descriptors each).", "64",
+              read="limits.max_open_sessions"),
+    ConfigKey("limits", "warn_descriptors_ratio", "number", _LC.warn_descriptors_ratio,
+              "doctor and /api/health warn past this share of the descriptor limit.", "0.9",
+              read="limits.warn_descriptors_ratio"),
+    ConfigKey("limits", "warn_rss_mb", "number", _LC.warn_rss_mb,
+              "Warn when the gateway's resident memory passes this many MiB.", "2048",
+              read="limits.warn_rss_mb"),
+    ConfigKey("limits", "warn_state_dir_mb", "number", _LC.warn_state_dir_mb,
+              "Warn when the state directory passes this many MiB.", "20480",
+              read="limits.warn_state_dir_mb"),
+    # retention
+    ConfigKey("retention", "archive_after_days", "number", _RP.archive_after_days,
+              "Isolated run sessions idle this long move to archive/.", "14",
+              read="retention.archive_after_days"),
+    ConfigKey("retention", "gzip", "boolean", _RP.gzip, "Archive transcripts as .jsonl.gz.",
+              "false", read="retention.gzip"),
+    ConfigKey("retention", "delete_archived_after_days", "number", None,
+              "Archived sessions older than this are deleted (by the gateway, or gc "
+              "--delete-archived).", "180", default_text="unset: never delete",
+              read="retention.delete_archived_after_days"),
+    ConfigKey("retention", "ledger_keep_days", "number", _RP.ledger_keep_days,
+              "Run ledger rows older than this are pruned (counters stay right).", "30",
+              read="retention.ledger_keep_days"),
+    ConfigKey("retention", "ledger_keep_per_job", "integer", _RP.ledger_keep_per_job,
+              "At most this many ledger rows are kept per job.", "200",
+              read="retention.ledger_keep_per_job"),
+    ConfigKey("retention", "every_s", "number", _RP.every_s,
+              "How often the gateway applies retention; 0: only by hand (fencepost gc).", "86400",
+              read="retention.every_s"),
+    ConfigKey("retention", "log_max_bytes", "integer", _RP.log_max_bytes,
+              "The gateway log rotates past this size (at least 1024).", "1048576",
+              read="retention.log_max_bytes"),
+    ConfigKey("retention", "log_backups", "integer", _RP.log_backups,
+              "Rotated log files kept.", "3", read="retention.log_backups"),
+)  # fmt: skip
+
+#: The sections, in the order the reference lists them, with what each is for.
+CONFIG_SECTIONS: Mapping[str, str] = {
+    "": "Top-level keys.",
+    "providers.*": "Model providers, by a name you choose; models are then `<name>/<model>`.",
+    "agents.*": "Agents, by name. Without any, the gateway has one agent, `default`, on "
+    "`scripted/fast`.",
+    "agents.*.heartbeat": "Heartbeat turns on the agent's main session.",
+    "agents.*.compaction": "Automatic compaction of long sessions (pi format).",
+    "models.*": 'Per-model settings, by `provider/model` (quote it: `[models."openai/gpt-4o"]`).',
+    "scripts.*": "Scripts for the built-in offline model, used as `scripted/<name>`; `fast` and "
+    "`slow` are built in.",
+    "scripts.*.steps": "One scripted reply (`[[scripts.<name>.steps]]`).",
+    "cron": "The scheduler.",
+    "server": "The HTTP API and dashboard.",
+    "plugins": "Plugins.",
+    "limits": "Resource bounds, and the watermarks `fencepost doctor` and `/api/health` warn at.",
+    "retention": "Retention (docs/design/retention.md); `fencepost gc --dry-run` shows what it "
+    "would do.",
+}
+
+
+def config_keys(section: str) -> set[str]:
+    """The keys a section allows (``section`` as in ``CONFIG_KEYS``, ``*`` for a name)."""
+    own = {k.key for k in CONFIG_KEYS if k.section == section}
+    depth = section.count(".") + 1 if section else 0
+    subs = {
+        s.split(".")[depth]
+        for s in CONFIG_SECTIONS
+        if s
+        and (s.startswith(section + ".") if section else True)
+        and s.count(".") >= depth
+        and (s.split(".")[depth] != "*")
+    }
+    return own | subs
 
 
 #: The agent a config without agents gets, so a fresh install can run a turn offline.
@@ -326,28 +567,13 @@ def parse_config(
 ) -> GatewayConfig:
     """Validate a parsed TOML document (pure). ``source`` is the text, for line numbers."""
     r = _Reader(_Where(source))
-    r.table(
-        raw,
-        "",
-        {
-            "providers",
-            "agents",
-            "cron",
-            "server",
-            "plugins",
-            "durability",
-            "scripts",
-            "models",
-            "limits",
-            "retention",
-        },
-    )
+    r.table(raw, "", config_keys(""))
     windows: dict[str, int] = {}
     for ref, m in r.get(raw, "", "models", dict, {}).items():
         key = f"models.{ref}"
         if not isinstance(m, dict):
             raise r.error(key, "must be a table")
-        r.table(m, key, {"context_window"})
+        r.table(m, key, config_keys("models.*"))
         try:
             canonical = str(ModelRef.parse(ref))
         except ConfigError as exc:
@@ -358,6 +584,8 @@ def parse_config(
         windows[canonical] = window
     scripts: dict[str, Script] = {}
     for name, sc in r.get(raw, "", "scripts", dict, {}).items():
+        if isinstance(sc, dict):
+            r.table(sc, f"scripts.{name}", config_keys("scripts.*"))
         try:
             scripts[name] = parse_script(sc, source=f"scripts.{name}")
         except ConfigError as exc:
@@ -367,7 +595,7 @@ def parse_config(
         key = f"providers.{name}"
         if not isinstance(p, dict):
             raise r.error(key, "must be a table")
-        r.table(p, key, {"api", "base_url", "api_key_env", "api_key", "timeout_s", "max_retries"})
+        r.table(p, key, config_keys("providers.*"))
         if "api_key" in p:
             raise r.error(
                 f"{key}.api_key",
@@ -392,23 +620,7 @@ def parse_config(
             raise r.error(key, "must be a table")
         if not _NAME.fullmatch(name):
             raise r.error(key, f"agent name {name!r} must be letters, digits, '_', '.', '-'")
-        r.table(
-            a,
-            key,
-            {
-                "model",
-                "fallbacks",
-                "system_prompt",
-                "tools",
-                "workspace",
-                "max_steps",
-                "timeout_s",
-                "http_allow",
-                "heartbeat",
-                "steering",
-                "compaction",
-            },
-        )
+        r.table(a, key, config_keys("agents.*"))
         if "model" not in a:
             raise r.error(key, 'an agent needs a model, e.g. model = "scripted/fast"')
         model = r.get(a, key, "model", str, None)
@@ -426,7 +638,7 @@ def parse_config(
                 known = ", ".join(sorted({*providers, "scripted"}))
                 raise r.error(k, f"unknown provider {parsed.provider!r} in {ref!r}; known: {known}")
         hb_raw = r.get(a, key, "heartbeat", dict, {})
-        r.table(hb_raw, f"{key}.heartbeat", {"every_s", "prompt"})
+        r.table(hb_raw, f"{key}.heartbeat", config_keys("agents.*.heartbeat"))
         heartbeat = HeartbeatConfig(
             every_s=r.positive(hb_raw, f"{key}.heartbeat", "every_s", 0.0),
             prompt=r.get(hb_raw, f"{key}.heartbeat", "prompt", str, HeartbeatConfig.prompt),
@@ -435,7 +647,7 @@ def parse_config(
         c_raw = r.table(
             r.get(a, key, "compaction", dict, {}),
             ck,
-            {"enabled", "reserve_tokens", "keep_recent_tokens", "max_context_bytes"},
+            config_keys("agents.*.compaction"),
         )
         defaults = CompactionSettings()
         compaction = CompactionSettings(
@@ -466,7 +678,7 @@ def parse_config(
             compaction=compaction,
         )
     c = r.get(raw, "", "cron", dict, {})
-    r.table(c, "cron", {"max_concurrent_runs", "catch_up_grace_s", "timeout_s"})
+    r.table(c, "cron", config_keys("cron"))
     cron = CronDefaults(
         max_concurrent_runs=int(r.get(c, "cron", "max_concurrent_runs", int, 4)),
         catch_up_grace_s=r.positive(c, "cron", "catch_up_grace_s", 3600.0),
@@ -475,7 +687,7 @@ def parse_config(
     if cron.max_concurrent_runs < 1:
         raise r.error("cron.max_concurrent_runs", "must be at least 1")
     s = r.get(raw, "", "server", dict, {})
-    r.table(s, "server", {"host", "port", "token_env", "max_body_bytes"})
+    r.table(s, "server", config_keys("server"))
     server = ServerConfig(
         host=r.get(s, "server", "host", str, "127.0.0.1"),
         port=int(r.get(s, "server", "port", int, 8787)),
@@ -493,7 +705,7 @@ def parse_config(
             "server.token_env to the name of an environment variable holding it",
         )
     pl = r.get(raw, "", "plugins", dict, {})
-    r.table(pl, "plugins", {"enabled"})
+    r.table(pl, "plugins", config_keys("plugins"))
     plugins = r.strings(pl, "plugins", "enabled", GatewayConfig.plugins)
     for name in plugins:
         if name not in BUILTIN_PLUGINS:
@@ -522,7 +734,7 @@ def parse_config(
 
 def _limits(r: _Reader, raw: Mapping[str, Any]) -> LimitsConfig:
     lim = r.get(raw, "", "limits", dict, {})
-    r.table(lim, "limits", {f.name for f in fields(LimitsConfig)})
+    r.table(lim, "limits", config_keys("limits"))
     d = LimitsConfig()
     max_open = int(r.get(lim, "limits", "max_open_sessions", int, d.max_open_sessions))
     if max_open < 1:
@@ -543,20 +755,7 @@ def _retention(r: _Reader, t: Mapping[str, Any]) -> RetentionPolicy:
     """The ``[retention]`` section (docs/design/retention.md); unset days turn a rule off."""
     k = "retention"
     d = RetentionPolicy()
-    r.table(
-        t,
-        k,
-        {
-            "archive_after_days",
-            "gzip",
-            "delete_archived_after_days",
-            "ledger_keep_days",
-            "ledger_keep_per_job",
-            "every_s",
-            "log_max_bytes",
-            "log_backups",
-        },
-    )
+    r.table(t, k, config_keys("retention"))
 
     def days(name: str, default: float | None) -> float | None:
         if name not in t:

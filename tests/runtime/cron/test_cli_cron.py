@@ -123,6 +123,14 @@ def test_relative_at_and_every_jobs_get_their_next_run(state):
         (["--cron", "0 7 * * *", "--tz", "Europe/Berln"], InvalidScheduleError, "Europe/Berln"),
         (["--at", "2001-01-01T00:00"], InvalidScheduleError, "not in the future"),
         (["--every", "3s"], InvalidScheduleError, "minimum"),
+        (["--every", "1h", "--tz", "Mars/Base"], InvalidScheduleError, "--tz 'Mars/Base' does not"),
+        (["--at", "20m", "--tz", "Europe/Berlin"], InvalidScheduleError, "relative time '20m'"),
+        (
+            ["--at", "2099-03-29T07:00+02:00", "--tz", "Europe/Berlin"],
+            InvalidScheduleError,
+            "carries its own UTC offset",
+        ),
+        (["--cron", "@reboot"], InvalidScheduleError, "start-up"),
         (["--at", "20m", "--every", "1h"], InvalidScheduleError, "one of --at"),
         ([], InvalidScheduleError, "needs a schedule"),
         (["--every", "1h", "--target", "session:../x"], InvalidJobError, "invalid session id"),
@@ -138,6 +146,37 @@ def test_bad_input_is_refused_when_given_with_a_clear_message(state, args, error
     assert isinstance(res.exception, error), res.output
     assert message in str(res.exception)
     assert not json.loads(fp(state, "list", "--json").output)
+
+
+# Invariant CRON-I14
+def test_a_daily_nickname_is_accepted_and_listed_as_written_cron_i14(state):
+    job = add(
+        state,
+        "--name",
+        "nightly",
+        "--cron",
+        "@daily",
+        "--tz",
+        "Europe/Berlin",
+        "--message",
+        "m",
+        "--stagger",
+        "0",
+    )
+    assert job["schedule"]["expr"] == "@daily"
+    nxt = datetime.fromisoformat(job["state"]["next_run_at"]).astimezone(UTC)
+    assert (nxt.hour, nxt.minute) in ((22, 0), (23, 0))  # local midnight
+    assert json.loads(fp(state, "list", "--json").output)[0]["schedule"]["expr"] == "@daily"
+
+
+# Invariant CRON-I15
+def test_edit_refuses_a_time_zone_for_an_every_schedule_and_changes_nothing_cron_i15(state):
+    job = add(state, "--name", "j", "--every", "1h", "--message", "m")
+    for args in (["--tz", "Mars/Base"], ["--every", "2h", "--tz", "Europe/Berlin"]):
+        res = fp(state, "edit", job["job_id"], *args, ok=False)
+        assert isinstance(res.exception, InvalidScheduleError) and "--tz" in str(res.exception)
+    shown = json.loads(fp(state, "show", "--json", job["job_id"]).output)
+    assert shown["schedule"]["every_s"] == 3600
 
 
 @pytest.mark.parametrize("name", ["daily\n", "a\x00b", "bad\udcffname", "x" * 201])

@@ -8,17 +8,21 @@ import pytest
 
 from fencepost import InvalidScheduleError
 from fencepost.runtime.cron import (
+    CRON_NICKNAMES,
     DEFAULT_STAGGER_WINDOW_S,
     AtSchedule,
     CronSchedule,
     EverySchedule,
+    cron_fields,
     default_stagger_s,
+    is_top_of_hour,
     next_run_after,
     parse_at,
     parse_cron,
     parse_duration_s,
     parse_every,
     schedule_from_json,
+    schedule_from_text,
     schedule_to_json,
 )
 
@@ -229,3 +233,87 @@ def test_parse_since_takes_a_duration_ago_or_an_iso_time_and_names_the_key():
     with pytest.raises(InvalidScheduleError) as info:
         parse_since("yesterday-ish", now)
     assert info.value.key == "since"
+
+
+# ---- nicknames: Invariant CRON-I14 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "fields", "first", "second"),
+    [
+        ("@hourly", "0 * * * *", "2026-03-02T07:00", "2026-03-02T08:00"),
+        ("@daily", "0 0 * * *", "2026-03-03T00:00", "2026-03-04T00:00"),
+        ("@midnight", "0 0 * * *", "2026-03-03T00:00", "2026-03-04T00:00"),
+        ("@weekly", "0 0 * * 0", "2026-03-08T00:00", "2026-03-15T00:00"),
+        ("@monthly", "0 0 1 * *", "2026-04-01T00:00", "2026-05-01T00:00"),
+        ("@yearly", "0 0 1 1 *", "2027-01-01T00:00", "2028-01-01T00:00"),
+        ("@annually", "0 0 1 1 *", "2027-01-01T00:00", "2028-01-01T00:00"),
+        (" @Daily ", "0 0 * * *", "2026-03-03T00:00", "2026-03-04T00:00"),
+    ],
+)
+def test_cron_nicknames_are_stored_as_written_and_fire_as_their_five_fields_cron_i14(
+    written, fields, first, second
+):
+    schedule = parse_cron(written, "UTC", now=NOW)
+    assert schedule.expr == written.strip().lower()  # readable in cron list, not "0 0 * * *"
+    assert cron_fields(schedule.expr) == fields
+    assert fires(schedule, NOW, 2) == [first, second]
+    assert fires(parse_cron(fields, "UTC", now=NOW), NOW, 2) == [first, second]
+    assert schedule_from_json(schedule_to_json(schedule)) == schedule
+
+
+def test_a_daily_nickname_in_a_zone_keeps_local_midnight_and_gets_a_stagger_cron_i14():
+    berlin = parse_cron("@daily", "Europe/Berlin", now=NOW)
+    assert fires(berlin, NOW, 1) == ["2026-03-02T23:00"]  # 00:00 CET
+    assert all(is_top_of_hour(n) for n in CRON_NICKNAMES)
+    assert 0 < default_stagger_s("job-1", "@daily") < DEFAULT_STAGGER_WINDOW_S
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("@reboot", "does not run jobs at start-up"),
+        ("@every 1h", "use --every"),
+        ("@fortnightly", "the nicknames are @yearly"),
+        ("@daily 7", "not a nickname"),
+        ("0 7 * *", "or a nickname: @hourly"),
+    ],
+)
+def test_unknown_nicknames_are_refused_saying_what_to_write_cron_i14(expr, message):
+    with pytest.raises(InvalidScheduleError, match=message) as err:
+        parse_cron(expr, "UTC", now=NOW)
+    assert err.value.key == "cron"
+
+
+# ---- where a time zone applies: Invariant CRON-I15 -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "tz", "message"),
+    [
+        ("every", "1h", "Mars/Base", "--tz 'Mars/Base' does not apply to an every schedule"),
+        ("every", "1h", "UTC", "--tz 'UTC' does not apply to an every schedule"),
+        ("at", "20m", "Europe/Berlin", "does not apply to the relative time '20m'"),
+        ("at", "+2h", "Europe/Berlin", "does not apply to the relative time"),
+        ("at", "2026-03-29T07:00+02:00", "Europe/Berlin", "carries its own UTC offset"),
+        ("at", "2026-03-29T07:00Z", "UTC", "carries its own UTC offset"),
+    ],
+)
+def test_a_time_zone_where_it_changes_nothing_is_refused_naming_the_option_cron_i15(
+    kind, text, tz, message
+):
+    with pytest.raises(InvalidScheduleError, match=message) as err:
+        schedule_from_text(kind, text, tz=tz, now=NOW)
+    assert err.value.key == "tz" and "drop --tz" in str(err.value)
+    with pytest.raises(InvalidScheduleError, match=r"drop schedule\.tz"):
+        schedule_from_text(kind, text, tz=tz, now=NOW, tz_option="schedule.tz")
+
+
+def test_a_time_zone_is_used_where_it_decides_the_instant_cron_i15():
+    local = schedule_from_text("at", "2026-03-03T07:00", tz="Europe/Berlin", now=NOW)
+    assert local == AtSchedule(datetime(2026, 3, 3, 6, tzinfo=UTC))
+    offset = schedule_from_text("at", "2026-03-03T07:00+02:00", tz=None, now=NOW)
+    assert offset == AtSchedule(datetime(2026, 3, 3, 5, tzinfo=UTC))
+    assert schedule_from_text("every", "1h", tz=None, now=NOW) == EverySchedule(3600.0, NOW)
+    cron = schedule_from_text("cron", "@daily", tz="Asia/Tokyo", now=NOW)
+    assert cron == CronSchedule("@daily", "Asia/Tokyo")

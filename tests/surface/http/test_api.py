@@ -133,11 +133,24 @@ async def test_a_job_for_an_unknown_agent_is_refused_with_422_naming_the_agent(c
         ({"kind": "at", "at": "2001-01-01T00:00Z"}, "schedule.at"),
         ({"kind": "weekly"}, "schedule.kind"),
         ({"kind": "every", "every": "1h", "when": "now"}, "schedule.when"),
+        ({"kind": "every", "every": "1h", "tz": "Mars/Base"}, "schedule.tz"),  # CRON-I15
+        ({"kind": "at", "at": "20m", "tz": "Europe/Berlin"}, "schedule.tz"),
+        ({"kind": "at", "at": "2099-01-01T07:00+02:00", "tz": "Europe/Berlin"}, "schedule.tz"),
+        ({"kind": "cron", "expr": "@reboot"}, "schedule.expr"),
         ("every hour", "schedule"),
     ],
 )
 async def test_a_bad_schedule_is_refused_with_422_naming_the_field(client, schedule, field):
     assert_error(await client.post("/api/jobs", json={**JOB, "schedule": schedule}), 422, field)
+
+
+# Invariant CRON-I14
+async def test_a_weekly_nickname_is_accepted_and_kept_as_written_cron_i14(client):
+    body = {**JOB, "schedule": {"kind": "cron", "expr": "@weekly", "tz": "Europe/Berlin"}}
+    res = await client.post("/api/jobs", json=body)
+    assert res.status_code == 201, res.text
+    job = res.json()
+    assert job["schedule"]["expr"] == "@weekly" and job["schedule"]["tz"] == "Europe/Berlin"
 
 
 @pytest.mark.parametrize(

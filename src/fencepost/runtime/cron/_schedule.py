@@ -12,7 +12,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cronsim import CronSim, CronSimError
 
@@ -20,12 +20,15 @@ from fencepost.core import text_problem
 from fencepost.errors import InvalidScheduleError
 
 __all__ = [
+    "CRON_NICKNAMES",
     "DEFAULT_STAGGER_WINDOW_S",
     "MIN_INTERVAL_S",
     "AtSchedule",
     "CronSchedule",
     "EverySchedule",
     "Schedule",
+    "ScheduleKind",
+    "cron_fields",
     "default_stagger_s",
     "is_top_of_hour",
     "next_run_after",
@@ -35,6 +38,7 @@ __all__ = [
     "parse_every",
     "parse_since",
     "schedule_from_json",
+    "schedule_from_text",
     "schedule_to_json",
     "utc",
 ]
@@ -53,6 +57,19 @@ MAX_DURATION_S = 10 * 366 * 86400.0
 #: IANA zone names are short ("America/Argentina/ComodRivadavia" is among the longest); a longer
 #: name is refused before it becomes a file path.
 _MAX_ZONE_CHARS = 64
+
+#: crontab(5)'s nicknames and the five fields each stands for. cronsim reads fields only, so a
+#: nickname is stored as written (``cron list`` shows ``@daily``) and expanded where it is
+#: evaluated (Invariant CRON-I14). ``@reboot`` is not here: start-up is not a schedule.
+CRON_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 #: A cron expression that matches nothing for this many candidate instants never fires.
 _MAX_CANDIDATES = 64
@@ -81,7 +98,8 @@ class EverySchedule:
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A 5-field cron expression read as wall-clock time in ``tz``, shifted by ``stagger_s``."""
+    """A 5-field cron expression (or a nickname such as ``@daily``) read as wall-clock time in
+    ``tz``, shifted by ``stagger_s``."""
 
     expr: str
     tz: str
@@ -93,6 +111,15 @@ class CronSchedule:
 
 
 Schedule = AtSchedule | EverySchedule | CronSchedule
+
+#: The three ways to write a schedule: the CLI's ``--at``/``--every``/``--cron`` and the HTTP
+#: API's ``schedule.kind``.
+ScheduleKind = Literal["at", "every", "cron"]
+
+
+def cron_fields(expr: str) -> str:
+    """The five fields of ``expr``: a nickname expanded (Invariant CRON-I14), else ``expr``."""
+    return CRON_NICKNAMES.get(expr.strip().lower(), expr)
 
 
 def utc(dt: datetime) -> datetime:
@@ -137,7 +164,7 @@ def _next_cron(schedule: CronSchedule, after: datetime) -> datetime | None:
     stagger = timedelta(seconds=schedule.stagger_s)
     target = after - stagger
     zone = zoneinfo.ZoneInfo(schedule.tz)
-    it = CronSim(schedule.expr, target.astimezone(zone))
+    it = CronSim(cron_fields(schedule.expr), target.astimezone(zone))  # Invariant CRON-I14
     for _ in range(_MAX_CANDIDATES):
         try:
             local = next(it)
@@ -156,8 +183,8 @@ def _next_cron(schedule: CronSchedule, after: datetime) -> datetime | None:
 
 
 def is_top_of_hour(expr: str) -> bool:
-    """True for expressions that fire on minute 0 ("0 * * * *", "0 7 * * 1-5")."""
-    fields = expr.split()
+    """True for expressions that fire on minute 0 ("0 * * * *", "0 7 * * 1-5", "@daily")."""
+    fields = cron_fields(expr).split()
     return len(fields) == 5 and fields[0] == "0"
 
 
@@ -248,14 +275,24 @@ def _zone(tz: str, key: str) -> zoneinfo.ZoneInfo:
         ) from exc
 
 
-def parse_at(text: str, *, now: datetime, tz: str | None = None) -> AtSchedule:
+def parse_at(
+    text: str, *, now: datetime, tz: str | None = None, tz_option: str = "--tz"
+) -> AtSchedule:
     """A one-shot at a relative ("20m", "+2h", "1d") or ISO 8601 time, which must be in the future.
 
-    An ISO time without an offset is read in ``tz`` when given, else in UTC.
+    An ISO time without an offset is read in ``tz`` when given, else in UTC. A ``tz`` that would
+    change nothing (a relative time, or an ISO time with its own offset or ``Z``) is refused, not
+    dropped (Invariant CRON-I15); ``tz_option`` is how the caller spells it in the message.
     """
     raw = text.strip()
     now = utc(now)
     if raw and (raw[0] == "+" or (_DURATION_PART.match(raw.lower()) and "-" not in raw)):
+        if tz is not None:  # Invariant CRON-I15
+            raise InvalidScheduleError(
+                f"{tz_option} {tz!r} does not apply to the relative time {text!r}; "
+                f"drop {tz_option}, or give a local time such as 2026-03-29T07:00",
+                key="tz",
+            )
         delta = parse_duration_s(raw.lstrip("+"), key="at")
         return AtSchedule(now + timedelta(seconds=delta))
     try:
@@ -266,6 +303,12 @@ def parse_at(text: str, *, now: datetime, tz: str | None = None) -> AtSchedule:
             "ISO 8601 time like 2026-03-29T07:00 or 2026-03-29T07:00+02:00",
             key="at",
         ) from exc
+    if when.tzinfo is not None and tz is not None:  # Invariant CRON-I15: ambiguous, refuse
+        raise InvalidScheduleError(
+            f"the time {text!r} carries its own UTC offset, so {tz_option} {tz!r} would be "
+            f"ignored; drop the offset to read the time in {tz!r}, or drop {tz_option}",
+            key="tz",
+        )
     if when.tzinfo is None:
         when = when.replace(tzinfo=_zone(tz, "tz") if tz else UTC)
     try:
@@ -292,12 +335,17 @@ def parse_every(text: str, *, now: datetime, anchor: datetime | None = None) -> 
 def parse_cron(
     expr: str, tz: str = "UTC", *, stagger_s: float = 0.0, now: datetime | None = None
 ) -> CronSchedule:
-    """A 5-field cron expression in an IANA zone, checked to fire at least once."""
+    """A 5-field cron expression or a nickname (``@daily``) in an IANA zone, checked to fire at
+    least once. Stored as written: fields joined by one space, a nickname in lower case
+    (Invariant CRON-I14)."""
     fields = expr.split()
-    if len(fields) != 5:
+    if fields and fields[0].startswith("@"):
+        fields = [_nickname(expr)]
+    elif len(fields) != 5:
         raise InvalidScheduleError(
             f"cron expression {expr!r} has {len(fields)} fields; write 5: "
-            "minute hour day-of-month month day-of-week, e.g. '0 7 * * *'",
+            "minute hour day-of-month month day-of-week, e.g. '0 7 * * *', "
+            "or a nickname: @hourly, @daily, @weekly, @monthly, @yearly",
             key="cron",
         )
     zone = _zone(tz, "tz")
@@ -307,7 +355,7 @@ def parse_cron(
         )
     start = (now or datetime.now(UTC)).astimezone(zone)
     try:
-        it = CronSim(" ".join(fields), start)
+        it = CronSim(cron_fields(" ".join(fields)), start)
         next(it)
     except CronSimError as exc:
         raise InvalidScheduleError(f"invalid cron expression {expr!r}: {exc}", key="cron") from exc
@@ -316,6 +364,53 @@ def parse_cron(
             f"cron expression {expr!r} never fires (no matching date)", key="cron"
         ) from exc
     return CronSchedule(" ".join(fields), tz, float(stagger_s))
+
+
+def _nickname(expr: str) -> str:
+    name = expr.strip().lower()
+    if name in CRON_NICKNAMES:
+        return name
+    first = name.split()[0]
+    if first == "@every":
+        hint = "for an interval use --every (schedule kind 'every'), e.g. --every 1h"
+    elif first == "@reboot":
+        hint = "fencepost does not run jobs at start-up; use --at or a cron expression"
+    else:
+        hint = f"the nicknames are {', '.join(CRON_NICKNAMES)}"
+    raise InvalidScheduleError(
+        f"cron expression {expr!r} is not a nickname cron knows; {hint}", key="cron"
+    )
+
+
+def schedule_from_text(
+    kind: ScheduleKind,
+    text: str,
+    *,
+    tz: str | None,
+    now: datetime,
+    tz_option: str = "--tz",
+) -> Schedule:
+    """The one set of rules the CLI (``--at``/``--every``/``--cron`` with ``--tz``) and the HTTP
+    API (``schedule.kind`` with ``schedule.tz``) share.
+
+    Invariant CRON-I15: a time zone is accepted only where it decides the instant (a cron
+    schedule; an ISO ``at`` time without an offset) and refused, naming ``tz_option``, anywhere
+    else: an ``every`` schedule repeats on elapsed time and has no zone.
+    """
+    if kind == "at":
+        return parse_at(text, now=now, tz=tz, tz_option=tz_option)
+    if kind == "every":
+        if tz is not None:
+            raise InvalidScheduleError(
+                f"{tz_option} {tz!r} does not apply to an every schedule: it repeats on elapsed "
+                f"time, in no zone; drop {tz_option}, or use a cron schedule for wall-clock times "
+                "(--cron '0 7 * * *' --tz Europe/Berlin)",
+                key="tz",
+            )
+        return parse_every(text, now=now)
+    if kind == "cron":
+        return parse_cron(text, tz or "UTC", now=now)
+    raise ValueError(f"unknown schedule kind {kind!r}")  # misuse: callers pass a ScheduleKind
 
 
 # ---- serialization -------------------------------------------------------------------------

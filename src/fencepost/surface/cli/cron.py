@@ -17,8 +17,10 @@ import click
 
 from ...errors import InvalidJobError, InvalidScheduleError
 from ...runtime.cron import (
+    AtSchedule,
     CronSchedule,
     CronStore,
+    EverySchedule,
     Job,
     JobState,
     JobValidator,
@@ -30,15 +32,15 @@ from ...runtime.cron import (
     format_duration,
     new_job,
     next_run_after,
-    parse_at,
     parse_cron,
     parse_delivery,
     parse_duration_s,
-    parse_every,
     parse_since,
     parse_target,
+    schedule_from_text,
 )
 from . import _render
+from ._render import Col
 
 __all__ = ["cron", "default_state_dir"]
 
@@ -100,6 +102,16 @@ def _describe(schedule: Schedule) -> str:
     return schedule.describe()
 
 
+def _short(schedule: Schedule) -> str:
+    """The schedule as a table shows it: what people wrote, without the anchor (see ``show``)."""
+    if isinstance(schedule, AtSchedule):
+        return f"at {_when(schedule.at)}"
+    if isinstance(schedule, EverySchedule):
+        return f"every {format_duration(schedule.every_s)}"
+    stagger = f" +{format_duration(schedule.stagger_s)}" if schedule.stagger_s else ""
+    return f"{schedule.expr} {schedule.tz}{stagger}"
+
+
 def _stagger(text: str | None) -> float | None:
     if text is None:
         return None
@@ -120,15 +132,19 @@ def _schedule(
     if len(given) > 1:
         raise InvalidScheduleError("give one of --at, --every and --cron", key="schedule")
     if at is not None:
-        return parse_at(at, now=now, tz=tz)
+        return schedule_from_text("at", at, tz=tz, now=now)  # Invariant CRON-I15
     if every is not None:
-        return parse_every(every, now=now)
+        return schedule_from_text("every", every, tz=tz, now=now)
     if cron_expr is not None:
-        return parse_cron(cron_expr, tz or "UTC", now=now)
+        return schedule_from_text("cron", cron_expr, tz=tz, now=now)
     if tz is not None and isinstance(current, CronSchedule):
         return parse_cron(current.expr, tz, now=now, stagger_s=current.stagger_s)
     if tz is not None and not required:
-        raise InvalidScheduleError("--tz applies to --cron and --at schedules", key="tz")
+        raise InvalidScheduleError(
+            f"--tz applies to --cron and to an --at time without an offset; this job's schedule "
+            f"is {current.describe() if current else 'unchanged'}: give --cron or --at with --tz",
+            key="tz",
+        )
     if required:
         raise InvalidScheduleError(
             "a job needs a schedule: --at 20m, --every 1h or --cron '0 7 * * *' --tz Europe/Berlin",
@@ -154,9 +170,16 @@ def _schedule_options(f: Any) -> Any:
         [
             click.option("--at", default=None, help="Once: 20m, 2h, 1d or an ISO 8601 time."),
             click.option("--every", default=None, help="Repeat every interval: 30m, 1h, 1d."),
-            click.option("--cron", "cron_expr", default=None, help="5-field cron expression."),
             click.option(
-                "--tz", default=None, help="IANA zone for --cron (and a naive --at) [UTC]."
+                "--cron",
+                "cron_expr",
+                default=None,
+                help="5-field cron expression, or @hourly, @daily, @weekly, @monthly, @yearly.",
+            ),
+            click.option(
+                "--tz",
+                default=None,
+                help="IANA zone for --cron, or for an --at time without an offset [UTC].",
             ),
             click.option(
                 "--stagger",
@@ -260,18 +283,26 @@ def list_(state_dir: str | None, as_json: bool) -> None:
         out = [_job_json(j, s, counts[j.job_id]) for j, s in rows]
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    headers = ["id", "name", "agent", "schedule", "target", "enabled", "next run", "last"]
     _render.table(
-        [*headers, "errors", "runs"],
+        [
+            Col("id"),
+            Col("name", wrap=True, min_width=10),
+            Col("agent", drop=3),
+            Col("schedule", wrap=True, min_width=12),
+            Col("target", drop=6, wrap=True, min_width=8),
+            Col("next run", wrap=True, min_width=10),
+            Col("last", drop=1),
+            Col("errors", drop=5, justify="right"),
+            Col("runs", drop=4, wrap=True, min_width=6),
+        ],
         [
             [
                 j.job_id[:8],
                 j.name,
                 j.agent,
-                _describe(j.schedule),
+                _short(j.schedule),
                 j.target,
-                "yes" if j.enabled else "no",
-                _when(s.next_run_at) if j.enabled else "-",
+                _when(s.next_run_at) if j.enabled else "disabled",
                 s.last_status or "-",
                 s.consecutive_errors,
                 f"{counts[j.job_id]['runs']} ({counts[j.job_id].get('ok', 0)} ok)",
@@ -320,7 +351,9 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         ("retry", f"{_when(state.retry.at)} ({state.retry.reason})" if state.retry else "-"),
         ("running", state.running_run_id or "-"),
     ]
-    _render.table(["field", "value"], rows, title=f"job {job.name}")
+    _render.table(
+        [Col("field"), Col("value", wrap=True, min_width=20)], rows, title=f"job {job.name}"
+    )
     _runs_table(runs)
 
 
@@ -497,7 +530,17 @@ def runs(
 
 def _runs_table(rows: list[RunRecord]) -> None:
     _render.table(
-        ["seq", "run", "job", "scheduled", "started", "status", "try", "detail", "delivery"],
+        [
+            Col("seq", drop=2, justify="right"),
+            Col("run"),
+            Col("job", wrap=True, min_width=10),
+            Col("scheduled", wrap=True, min_width=10),
+            Col("started", drop=3, wrap=True, min_width=10),
+            Col("status"),
+            Col("try", drop=4, justify="right"),
+            Col("detail", wrap=True, min_width=24),
+            Col("delivery", drop=3),
+        ],
         [
             [
                 r.seq,
@@ -507,7 +550,7 @@ def _runs_table(rows: list[RunRecord]) -> None:
                 _when(r.started_at),
                 r.status,
                 r.attempt,
-                (r.error_message or r.reply or "")[:60],
+                " ".join((r.error_message or r.reply or "").split())[:80],
                 r.delivery_status or "",
             ]
             for r in rows

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from ...errors import ConfigError
 from ...runtime.config import STARTER_CONFIG, StatePaths, default_home
 from ...runtime.doctor import run_doctor, summarize
+from . import _render
 from ._options import config_option, home_option
+from ._render import Col
 
 __all__ = ["doctor", "init"]
 
@@ -38,12 +39,19 @@ def doctor(
             json.dumps({"status": overall, "findings": [f.to_json() for f in findings]}, indent=2)
         )
     else:
-        table = Table(title=f"fencepost doctor: {paths.root}")
-        for col in ("check", "status", "subject", "detail"):
-            table.add_column(col)
-        for f in findings:
-            table.add_row(f.check, f"[{STYLE[f.status]}]{f.status}[/]", f.subject or "", f.detail)
-        Console().print(table)
+        _render.table(
+            [
+                Col("check", wrap=True, min_width=8),
+                Col("status"),
+                Col("subject", drop=1, wrap=True, min_width=12),
+                Col("detail", wrap=True, min_width=24),
+            ],
+            [
+                [f.check, Text(f.status, style=STYLE[f.status]), f.subject or "", f.detail]
+                for f in findings
+            ],
+            title=f"fencepost doctor: {paths.root}",
+        )
     if overall == "fail":
         raise SystemExit(1)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import _render
+from ._render import Col
 from .cron import default_state_dir, state_dir_option
 
 __all__ = ["gc"]
@@ -45,9 +46,24 @@ def gc(
         return
     plan = report.plan.to_json()
     rows = [[a["action"], a["target"], a.get("runs", ""), a["reason"]] for a in plan]
-    _render.table(["would do" if dry_run else "plan", "target", "runs", "reason"], rows)
+    _render.table(
+        [
+            Col("would do" if dry_run else "plan", wrap=True, min_width=8),
+            Col("target", wrap=True, min_width=44),  # a whole cron-<uuid> session id
+            Col("runs", drop=1, justify="right"),
+            Col("reason", wrap=True, min_width=16),
+        ],
+        rows,
+    )
     if not dry_run:
         done = [[d["action"], d["target"], d["result"]] for d in report.done]
-        _render.table(["done", "target", "result"], done)
+        _render.table(
+            [
+                Col("done", wrap=True, min_width=8),
+                Col("target", wrap=True, min_width=44),
+                Col("result", wrap=True, min_width=12),
+            ],
+            done,
+        )
     if not rows:
         click.echo("nothing to do")

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from ...runtime.config import StatePaths, default_home, state_config
 from ...runtime.gateway.plugins.memory import MemoryHit, note_workspaces, search_memory
@@ -59,19 +58,26 @@ def search(
         click.echo("no matches", err=True)
         return
     _render.table(
-        ["score", "agent", "where", "role", "time", "snippet"],
+        [
+            _render.Col("score", drop=2, justify="right"),
+            _render.Col("agent", drop=3, wrap=True, min_width=6),
+            _render.Col("where", wrap=True, min_width=14),
+            _render.Col("role", drop=1),
+            _render.Col("time", drop=4, wrap=True, min_width=10),
+            _render.Col("snippet", wrap=True, min_width=20),
+        ],
         [
             [
                 f"{h.score:.3g}",
                 h.agent or "(shared)",
-                escape(_where(h, paths.root)),
+                _where(h, paths.root),
                 h.role,
                 h.timestamp,
-                escape(" ".join(h.snippet.split())),  # "[word]" marks a match, not markup
+                " ".join(h.snippet.split()),  # plain text: "[word]" marks a match
             ]
             for h in hits
         ],
-        title=escape(f"memory: {query}"),
+        title=f"memory: {query}",
     )
 
 

@@ -141,7 +141,14 @@ def list_(root: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        _render.table(["session", "bytes", "path"], [list(r.values()) for r in rows])
+        _render.table(
+            [
+                _render.Col("session"),  # copied by people: shown whole
+                _render.Col("bytes", drop=1, justify="right"),
+                _render.Col("path", drop=2, wrap=True, min_width=20),
+            ],
+            [list(r.values()) for r in rows],
+        )
 
 
 @sessions.command()

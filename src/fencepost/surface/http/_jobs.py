@@ -16,12 +16,10 @@ from ...runtime.cron import (
     Schedule,
     edit_job,
     new_job,
-    parse_at,
-    parse_cron,
     parse_delivery,
     parse_duration_s,
-    parse_every,
     parse_target,
+    schedule_from_text,
 )
 from ._errors import ApiError
 
@@ -104,18 +102,21 @@ def parse_schedule(body: Any, now: datetime) -> Schedule:
     obj = _object(body, "schedule", _SCHEDULE_FIELDS)
     kind = obj.get("kind")
     tz = _str(obj, "tz", "schedule.tz")
+    # Invariant CRON-I15: the CLI's rules, with the zone named as this body names it.
     if kind == "at":
-        return parse_at(_str(obj, "at", "schedule.at", required=True) or "", now=now, tz=tz)
+        at = _str(obj, "at", "schedule.at", required=True) or ""
+        return schedule_from_text("at", at, tz=tz, now=now, tz_option="schedule.tz")
     if kind == "every":
         every = obj.get("every")
         if isinstance(every, int | float) and not isinstance(every, bool):
             every = str(every)
         if not isinstance(every, str):
             raise _invalid("schedule.every", "schedule.every is required: seconds or '30m'")
-        return parse_every(every, now=now)
+        return schedule_from_text("every", every, tz=tz, now=now, tz_option="schedule.tz")
     if kind == "cron":
         expr = _str(obj, "expr", "schedule.expr", required=True) or ""
-        return parse_cron(expr, tz or "UTC", now=now)  # the job's stagger is applied later
+        # the job's stagger is applied later
+        return schedule_from_text("cron", expr, tz=tz, now=now, tz_option="schedule.tz")
     raise _invalid("schedule.kind", f"unknown schedule kind {kind!r}; use at, every or cron")
 
 

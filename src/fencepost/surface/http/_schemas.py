@@ -176,8 +176,16 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["string", "number"],
                 "description": "30m, 1h or seconds (kind every)",
             },
-            "expr": {"type": "string", "description": "5-field cron expression (kind cron)"},
-            "tz": {"type": "string", "description": "IANA time zone for cron and a naive at"},
+            "expr": {
+                "type": "string",
+                "description": "5-field cron expression or @hourly, @daily, @weekly, @monthly, "
+                "@yearly (kind cron)",
+            },
+            "tz": {
+                "type": "string",
+                "description": "IANA time zone for cron and an at time without an offset; "
+                "refused with every, a relative at or an at with an offset",
+            },
             "stagger": {
                 "type": ["string", "number"],
                 "description": "Offset for top-of-hour cron jobs; 0 = exact",
