@@ -49,6 +49,7 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "gc": [["--dry-run"], []],
     "init": [[]],
     "memory search": [["status"]],
+    "reload": [[], ["--json"]],
     "sessions adopt": [["{session}", "--note", "checked by hand"]],
     "sessions append": [
         ["{session}", "--writer", "delivery", "--entry", ENTRY],
