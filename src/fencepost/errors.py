@@ -65,14 +65,25 @@ class FencepostInternalError(Exception):
 class ConfigError(FencepostError, ValueError):
     """Bad configuration or bad input, refused when given."""
 
-    def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        line: int | None = None,
+        file: str | None = None,
+    ) -> None:
         where = ""
         if key is not None:
             where += f" (key {key!r}"
             where += f", line {line})" if line is not None else ")"
+        elif line is not None:
+            where += f" (line {line})"
         super().__init__(message + where)
         self.key = key
         self.line = line
+        #: The config file at fault, when there is one (the message names it too).
+        self.file = file
         self.detail: str = message
 
 

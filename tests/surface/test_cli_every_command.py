@@ -50,6 +50,7 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "init": [[]],
     "logs": [[], ["-n", "5", "--level", "warning"], ["--json"]],
     "memory search": [["status"]],
+    "reload": [[], ["--json"]],
     "sessions adopt": [["{session}", "--note", "checked by hand"]],
     "sessions append": [
         ["{session}", "--writer", "delivery", "--entry", ENTRY],

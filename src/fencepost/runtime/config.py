@@ -803,7 +803,7 @@ def located(cfg: GatewayConfig, exc: ConfigError) -> ConfigError:
         line = _Where(Path(cfg.path).read_text(encoding="utf-8")).line(exc.key)
     except (OSError, UnicodeDecodeError):
         line = None
-    return ConfigError(f"{cfg.path}: {exc.detail}", key=exc.key, line=line)
+    return ConfigError(f"{cfg.path}: {exc.detail}", key=exc.key, line=line, file=cfg.path)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
@@ -812,17 +812,21 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no config file at {p} (run `fencepost init` to write one)") from None
+        raise ConfigError(
+            f"no config file at {p} (run `fencepost init` to write one)", file=str(p)
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start})", file=str(p)) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        found = re.search(r"at line (\d+)", str(exc))  # Python < 3.14 has no exc.lineno
+        line = int(found.group(1)) if found else None
+        raise ConfigError(f"{p}: not valid TOML: {exc}", file=str(p), line=line) from None
     try:
         return parse_config(raw, source=text, path=str(p))
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{p}: {exc.detail}", key=exc.key, line=exc.line, file=str(p)) from None
 
 
 STARTER_CONFIG = """\

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 from datetime import UTC, datetime
 
 from fencepost import SessionStore, compaction, custom_message, message, read_transcript
-from fencepost.runtime.config import StatePaths
+from fencepost.runtime.config import AgentConfig, StatePaths
 from fencepost.runtime.cron import ManualClock
 from fencepost.runtime.gateway.plugins._memory_index import _translate
 from fencepost.runtime.gateway.plugins.memory import MemoryIndex, search_memory
@@ -276,3 +277,21 @@ async def test_search_memory_reads_the_index_without_a_gateway(start_gateway, tm
 def test_a_sqlite_without_fts5_is_a_clear_error():
     err = _translate(sqlite3.OperationalError("no such module: fts5"), "/x/memory.db")
     assert err.reason == "fts5_unavailable" and "FTS5" in str(err)
+
+
+async def test_an_agent_added_by_a_reload_gets_its_notes_indexed_after_its_turns(
+    start_gateway, tmp_path
+):
+    """docs/design/gateway.md, "Reloading the config": plugins see the agents in force."""
+    gw = await start_gateway()
+    mem = memory_of(gw)
+    ws = StatePaths(tmp_path).workspace("scout")
+    ws.mkdir(parents=True)
+    (ws / "seen.md").write_text("a kingfisher by the weir\n")
+    scout = AgentConfig(name="scout", model=gw.agents["ops"].model)
+    result = await gw.reload(
+        dataclasses.replace(gw.config, agents={**gw.config.agents, "scout": scout})
+    )
+    assert result.agents_added == ("scout",)
+    assert (await gw.turn("s2", "scout", prompt="hello")).ok
+    assert [h.kind for h in await mem.search("kingfisher", agent="scout")] == ["note"]

@@ -12,6 +12,7 @@ from ._gateway import (
 )
 from ._hooks import ENTRY_POINT_GROUP, FencepostHooks, hookimpl, hookspec
 from ._logging import JsonLinesHandler
+from ._reload import RESTART_FIELDS, ReloadResult, config_changes, plan_reload
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -21,10 +22,14 @@ __all__ = [
     "GatewayStatistics",
     "JsonLinesHandler",
     "QUEUED_MESSAGE",
+    "RESTART_FIELDS",
+    "ReloadResult",
     "SendResult",
+    "config_changes",
     "hookimpl",
     "hookspec",
     "job_validator",
     "main_session_id",
+    "plan_reload",
     "running_gateway",
 ]

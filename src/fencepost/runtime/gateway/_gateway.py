@@ -30,10 +30,12 @@ from ..agent import AgentSpec, ToolRegistry, TurnResult, check_message_text, run
 from ..config import (
     AgentConfig,
     GatewayConfig,
+    HeartbeatConfig,
     StatePaths,
     agent_spec,
     agents_of,
     check_model,
+    load_config,
     located,
 )
 from ..cron import (
@@ -59,6 +61,8 @@ from ..providers import (
 )
 from ..resources import TRIM_EVERY_S, release_free_memory
 from ._hooks import call_hook, make_plugin_manager
+from ._logging import JsonLinesHandler
+from ._reload import ReloadResult, plan_reload
 
 __all__ = [
     "Gateway",
@@ -142,6 +146,10 @@ class GatewayStatistics:
     heartbeats_skipped: int
     heartbeats_suppressed: int
     lanes: int  # sessions with a turn running or queued in this process (GATEWAY-I4)
+    reloads: int  # config reloads applied
+    reloads_refused: int
+    #: Provider registries replaced by a reload and still used by turns that began before it.
+    retired_provider_registries: int
 
 
 class _Lane:
@@ -157,8 +165,32 @@ class _Lane:
         return self.lock.locked()
 
 
+class _Providers:
+    """A provider registry and the turns using it: a reload retires it, and it is closed when
+    the last turn that took it ends (Invariant GATEWAY-I10)."""
+
+    def __init__(self, registry: ProviderRegistry) -> None:
+        self.registry = registry
+        self.users = 0
+        self.retired = False
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A config checked in full, and what the gateway runs it with."""
+
+    config: GatewayConfig
+    agents: dict[str, AgentConfig]
+    providers: ProviderRegistry
+    tools: ToolRegistry
+    specs: dict[str, AgentSpec]
+
+
 class Gateway:
-    """Construct, ``await start()``, use, ``await stop()`` (or ``async with``)."""
+    """Construct, ``await start()``, use, ``await stop()`` (or ``async with``).
+
+    ``config_source`` reads the config again for ``reload()`` (the CLI passes the one it
+    started with); without it, ``reload()`` re-reads ``config.path``."""
 
     def __init__(
         self,
@@ -170,6 +202,7 @@ class Gateway:
         load_entry_points: bool = True,
         builtin_plugins: bool = True,
         provider_sleep: Callable[[float], Any] | None = None,
+        config_source: Callable[[], GatewayConfig] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -189,35 +222,83 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         self._lock_fd: int | None = None
         self._plugins_started = False
-        self._log_handler: logging.Handler | None = None
+        self._log_handler: JsonLinesHandler | None = None
         self._subscribers: list[Callable[[dict[str, Any]], object]] = []
-        self._counts = dict.fromkeys(["ok", "failed", "hb_run", "hb_skipped", "hb_suppressed"], 0)
+        self._counts = dict.fromkeys(
+            ["ok", "failed", "hb_run", "hb_skipped", "hb_suppressed", "reloads", "refused"], 0
+        )
+        self._config_source = config_source
+        self._reload_lock = asyncio.Lock()
+        self._heartbeats: dict[str, tuple[HeartbeatConfig, asyncio.Task[Any]]] = {}
+        self._retention_task: asyncio.Task[Any] | None = None
+        self._retired: list[_Providers] = []
+        self._loops = False  # heartbeat and retention loops run (start with background)
         # Set by start():
         self.store: SessionStore
         self.cron: CronStore
         self.scheduler: Scheduler
-        self.providers: ProviderRegistry
+        self._providers: _Providers | None = None
         self.tools: ToolRegistry
         self.specs: dict[str, AgentSpec] = {}
 
-    async def agent_specs(self) -> tuple[ToolRegistry, dict[str, AgentSpec]]:
-        """The tools (plugins' included) and every agent as the runner sees it; a ConfigError
-        names the config file, key and line (Invariant DOCTOR-I2). Reads and writes nothing:
-        ``doctor`` asks a gateway it does not start, so it refuses what ``gateway`` refuses."""
+    @property
+    def providers(self) -> ProviderRegistry:
+        """The provider registry new turns use (a reload may replace it; GATEWAY-I10)."""
+        if self._providers is None:
+            raise RuntimeError("the gateway has not started")
+        return self._providers.registry
+
+    async def agent_specs(
+        self, config: GatewayConfig | None = None
+    ) -> tuple[ToolRegistry, dict[str, AgentSpec]]:
+        """The tools (plugins' included) and every agent of ``config`` (default: the one in
+        force) as the runner sees it; a ConfigError names the config file, key and line
+        (Invariant DOCTOR-I2). Reads and writes nothing: ``doctor`` asks a gateway it does not
+        start, so it refuses what ``gateway`` and ``reload`` refuse."""
+        config = config or self.config
         plugin_tools = [
             t for got in await call_hook(self.plugins, "fencepost_tools", gateway=self) for t in got
         ]
         tools = ToolRegistry(plugin_tools)
         try:
             specs = {
-                name: agent_spec(
-                    cfg, tools, self.paths, context_windows=self.config.context_windows
-                )
-                for name, cfg in self.agents.items()
+                name: agent_spec(cfg, tools, self.paths, context_windows=config.context_windows)
+                for name, cfg in agents_of(config).items()
             }
         except ConfigError as exc:
-            raise located(self.config, exc) from None
+            raise located(config, exc) from None
         return tools, specs
+
+    async def _prepare(
+        self, config: GatewayConfig, providers: ProviderRegistry | None = None
+    ) -> _Prepared:
+        """Check ``config`` in full, changing nothing: every agent's tools and spec, and every
+        model reference against the providers that would serve it (Invariant GATEWAY-I8: the
+        one check ``start`` and ``reload`` make). ``providers`` is the registry to check
+        against; None builds a new one, closed again if the check fails."""
+        own = providers is None
+        if providers is None:
+            kw: dict[str, Any] = {}
+            if self._provider_sleep is not None:
+                kw["sleep"] = self._provider_sleep
+            try:
+                providers = ProviderRegistry(config.providers, scripts=config.scripts, **kw)
+            except ConfigError as exc:
+                raise located(config, exc) from None
+        try:
+            tools, specs = await self.agent_specs(config)
+            agents = dict(agents_of(config))
+            try:
+                for cfg in agents.values():
+                    for ref in (cfg.model, *cfg.fallbacks):
+                        providers.check(ref)
+            except ConfigError as exc:
+                raise located(config, exc) from None
+        except BaseException:
+            if own:
+                await providers.aclose()
+            raise
+        return _Prepared(config, agents, providers, tools, specs)
 
     def __repr__(self) -> str:
         state = "running" if self.started_at else "stopped"
@@ -234,6 +315,9 @@ class Gateway:
             heartbeats_skipped=self._counts["hb_skipped"],
             heartbeats_suppressed=self._counts["hb_suppressed"],
             lanes=len(self._lanes),
+            reloads=self._counts["reloads"],
+            reloads_refused=self._counts["refused"],
+            retired_provider_registries=len(self._retired),
         )
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -259,8 +343,6 @@ class Gateway:
             raise
 
     async def _open(self, background: bool) -> None:
-        from ._logging import JsonLinesHandler
-
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         ret = self.config.retention
         self._log_handler = JsonLinesHandler(
@@ -275,17 +357,9 @@ class Gateway:
         )
         self.store.subscribe(self._on_transcript_updated)
         self.cron = CronStore(self.paths.cron_db, create=True)
-        kw: dict[str, Any] = {}
-        if self._provider_sleep is not None:
-            kw["sleep"] = self._provider_sleep
-        self.providers = ProviderRegistry(self.config.providers, scripts=self.config.scripts, **kw)
-        self.tools, self.specs = await self.agent_specs()
-        try:
-            for cfg in self.agents.values():
-                for ref in (cfg.model, *cfg.fallbacks):
-                    self.providers.check(ref)
-        except ConfigError as exc:
-            raise located(self.config, exc) from None
+        ready = await self._prepare(self.config)
+        self._providers = _Providers(ready.providers)
+        self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs
         self.scheduler = Scheduler(
             self.cron,
             self._execute,
@@ -303,6 +377,7 @@ class Gateway:
         self.started_at = datetime.now(UTC)
         if not background:
             return
+        self._loops = True
         report = await self.scheduler.start()
         log.info(
             "gateway started: %d interrupted, %d catch-up runs, %d missed slots",
@@ -312,12 +387,8 @@ class Gateway:
             extra={"action": "start"},
         )
         self.spawn(self.scheduler.run(), name="scheduler")
-        if self.config.retention.every_s > 0:
-            self.spawn(self._retention_loop(self.config.retention.every_s), name="retention")
         self.spawn(self._trim_loop(), name="trim")
-        for name, cfg in self.agents.items():
-            if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins:
-                self.spawn(self._heartbeat_loop(name, cfg), name=f"heartbeat {name}")
+        self._background_loops()
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Graceful: no new runs; in-flight runs get ``grace_s`` to finish, then are cancelled
@@ -341,9 +412,15 @@ class Gateway:
             obj = getattr(self, closer, None)
             if obj is not None:
                 obj.close()
-        providers = getattr(self, "providers", None)
-        if providers is not None:
-            await providers.aclose()
+        if self._providers is not None:
+            await self._providers.registry.aclose()
+            self._providers = None
+        for retired in self._retired:  # turns that held them ended when the gateway stopped
+            await retired.registry.aclose()
+        self._retired.clear()
+        self._heartbeats.clear()
+        self._retention_task = None
+        self._loops = False
         if self._log_handler is not None:
             logging.getLogger("fencepost").removeHandler(self._log_handler)
             self._log_handler.close()
@@ -352,6 +429,89 @@ class Gateway:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
         self.started_at = None
+
+    # ---- reload ------------------------------------------------------------------------------
+
+    def _read_config(self) -> GatewayConfig:
+        if self._config_source is not None:
+            return self._config_source()
+        if self.config.path is None:
+            raise ConfigError(
+                "this gateway runs on a config given in memory, with no file to read again; "
+                "restart it to change its config"
+            )
+        return load_config(self.config.path)
+
+    async def reload(self, config: GatewayConfig | None = None) -> ReloadResult:
+        """Apply ``config`` (default: read again from where it came from) to the running
+        gateway, or refuse it and change nothing.
+
+        The new config is checked in full first, by the code ``start`` runs (GATEWAY-I8); a
+        ConfigError (file, key, line) leaves the old one in force. Then agents, their specs,
+        tools, providers, model windows, cron limits, retention, heartbeats and the job
+        validator change at once, between two steps of the event loop; keys that need a restart
+        are kept at their old values and reported (GATEWAY-I9). Turns already asked for finish
+        with what they started with; none is cancelled (GATEWAY-I10)."""
+        if self.started_at is None:
+            raise GatewayError("the gateway is not running; start it to apply a config")
+        async with self._reload_lock:
+            try:
+                if config is None:
+                    config = await asyncio.to_thread(self._read_config)
+                result, effective = plan_reload(self.config, config)
+                keep = not any(k.startswith(("providers", "scripts")) for k in result.applied)
+                current = self._providers
+                assert current is not None
+                ready = await self._prepare(effective, current.registry if keep else None)
+            except ConfigError as exc:
+                self._counts["refused"] += 1
+                log.warning(
+                    "config reload refused, the old config stays in force: %s",
+                    exc,
+                    extra={"action": "reload", "status": "refused"},
+                )
+                raise
+            self._apply(ready)  # Invariant GATEWAY-I8: nothing changed before this line
+            self._counts["reloads"] += 1
+            await self._release(current)
+        log.info(
+            "; ".join(result.describe()),
+            extra={"action": "reload", "status": "applied" if result.changed else "unchanged"},
+        )
+        if result.restart_required:
+            # Invariant GATEWAY-I9: a key that waits for a restart is said, not silently kept.
+            log.warning(
+                "config keys that need a restart were not applied: %s",
+                ", ".join(result.restart_required),
+                extra={"action": "reload", "status": "restart_required"},
+            )
+        return result
+
+    def _apply(self, ready: _Prepared) -> None:
+        """Swap a checked config in; synchronous, so no turn sees half of it."""
+        old = self._providers
+        assert old is not None
+        self.config = ready.config
+        self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs
+        if ready.providers is not old.registry:
+            self._providers = _Providers(ready.providers)
+            old.retired = True
+            self._retired.append(old)
+        self.scheduler.max_concurrent_runs = ready.config.cron.max_concurrent_runs
+        self.scheduler.catchup_grace_s = ready.config.cron.catch_up_grace_s
+        self.scheduler.wake()  # more room for runs, maybe
+        if self._log_handler is not None:
+            self._log_handler.max_bytes = ready.config.retention.log_max_bytes
+            self._log_handler.backups = ready.config.retention.log_backups
+        if self._loops:
+            self._background_loops()
+
+    async def _release(self, providers: _Providers) -> None:
+        """Invariant GATEWAY-I10: a retired registry is closed once no turn uses it, so many
+        reloads leave at most one registry per generation of still-running turns."""
+        if providers.retired and providers.users == 0 and providers in self._retired:
+            self._retired.remove(providers)
+            await providers.registry.aclose()
 
     def _take_gateway_lock(self) -> None:
         # Invariant GATEWAY-I1: one gateway per state directory.
@@ -448,34 +608,46 @@ class Gateway:
     ) -> TurnResult:
         """Run a turn in the session's lane (after the turns queued before it).
 
-        ``prompt_written`` is set once the prompt is in the transcript."""
+        ``prompt_written`` is set once the prompt is in the transcript. The turn runs with the
+        agent and providers in force when it was asked for, whatever a reload changes while it
+        waits or runs (Invariant GATEWAY-I10)."""
         name = self.agent(agent)
+        spec, cfg, providers = self.specs[name], self.agents[name], self._providers
+        assert providers is not None, "the gateway has not started"
+        providers.users += 1
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
-        lane = self._lanes.setdefault(session_id, _Lane())
-        lane.waiting += 1
         try:
-            await lane.lock.acquire()
+            lane = self._lanes.setdefault(session_id, _Lane())
+            lane.waiting += 1
+            try:
+                await lane.lock.acquire()
+            finally:
+                lane.waiting -= 1
+            try:
+                lane.current_run = run_id
+                return await self._turn(
+                    session_id,
+                    name,
+                    run_id,
+                    prompt,
+                    system_event,
+                    model,
+                    fallbacks,
+                    timeout_s,
+                    prompt_written,
+                    spec=spec,
+                    cfg=cfg,
+                    providers=providers.registry,
+                )
+            finally:
+                lane.current_run = None
+                lane.lock.release()
+                if not lane.waiting and not lane.busy:
+                    # Invariant GATEWAY-I4: a lane lives only while a turn runs or waits in it.
+                    del self._lanes[session_id]
         finally:
-            lane.waiting -= 1
-        try:
-            lane.current_run = run_id
-            return await self._turn(
-                session_id,
-                name,
-                run_id,
-                prompt,
-                system_event,
-                model,
-                fallbacks,
-                timeout_s,
-                prompt_written,
-            )
-        finally:
-            lane.current_run = None
-            lane.lock.release()
-            if not lane.waiting and not lane.busy:
-                # Invariant GATEWAY-I4: a lane lives only while a turn runs or waits in it.
-                del self._lanes[session_id]
+            providers.users -= 1
+            await self._release(providers)
 
     async def _turn(
         self,
@@ -488,8 +660,11 @@ class Gateway:
         fallbacks: tuple[str, ...] | None,
         timeout_s: float | None,
         prompt_written: asyncio.Event | None = None,
+        *,
+        spec: AgentSpec,
+        cfg: AgentConfig,
+        providers: ProviderRegistry,
     ) -> TurnResult:
-        spec = self.specs[agent]
         chain = [str(ModelRef.parse(r)) for r in spec.chain(model, fallbacks)]
         await call_hook(
             self.plugins,
@@ -535,11 +710,10 @@ class Gateway:
                     event=payload,
                 )
 
-        cfg = self.agents[agent]
         result = await run_turn(
             self.store.session(session_id),
             spec,
-            providers=self.providers,
+            providers=providers,
             run_id=run_id,
             prompt=prompt,
             system_event=system_event,
@@ -684,10 +858,37 @@ class Gateway:
         )
         return report
 
-    async def _heartbeat_loop(self, agent: str, cfg: AgentConfig) -> None:
+    async def _heartbeat_loop(self, agent: str, every_s: float) -> None:
         while True:
-            await asyncio.sleep(cfg.heartbeat.every_s)
-            await self.heartbeat(agent)
+            await asyncio.sleep(every_s)
+            # Shielded: a reload that stops this loop never cancels the turn (GATEWAY-I10).
+            await asyncio.shield(self.spawn(self.heartbeat(agent), name=f"heartbeat {agent}"))
+
+    def _background_loops(self) -> None:
+        """Start, stop or restart the heartbeat loops and the retention loop so they match the
+        config in force: only the loops whose settings changed are touched."""
+        wanted = {
+            name: cfg.heartbeat
+            for name, cfg in self.agents.items()
+            if cfg.heartbeat.every_s > 0 and "heartbeat" in self.config.plugins
+        }
+        for name, (hb, task) in list(self._heartbeats.items()):
+            if wanted.get(name) != hb:
+                task.cancel()
+                del self._heartbeats[name]
+        for name, hb in wanted.items():
+            if name not in self._heartbeats:
+                task = self.spawn(self._heartbeat_loop(name, hb.every_s), name=f"heartbeats {name}")
+                self._heartbeats[name] = (hb, task)
+        every_s = self.config.retention.every_s
+        running = self._retention_task
+        if running is not None and running.get_name() != f"retention every {every_s:g} s":
+            running.cancel()
+            running = self._retention_task = None
+        if running is None and every_s > 0:
+            self._retention_task = self.spawn(
+                self._retention_loop(every_s), name=f"retention every {every_s:g} s"
+            )
 
     async def heartbeat(self, agent: str) -> TurnResult | None:
         """One heartbeat turn on the agent's main session; None when it is busy (skipped)."""

@@ -23,7 +23,7 @@ from .agent import agent
 from .cron import cron
 from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
-from .gateway import demo, gateway
+from .gateway import demo, gateway, reload
 from .gc import gc
 from .memory import memory
 from .sessions import sessions
@@ -58,6 +58,7 @@ cli.add_command(agent)
 cli.add_command(cron)
 cli.add_command(demo)
 cli.add_command(gateway)
+cli.add_command(reload)
 cli.add_command(memory)
 cli.add_command(trajectory)
 cli.add_command(doctor)

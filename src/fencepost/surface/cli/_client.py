@@ -123,18 +123,30 @@ class GatewayClient:
             )
         return self.request("POST", path, job_id=job_id)
 
+    def reload(self) -> dict[str, Any]:
+        """``POST /api/reload``: what changed; a refused config raises a ConfigError naming
+        the file, key and line (the gateway keeps its old config; GATEWAY-I8)."""
+        return self.request("POST", "api/reload")
+
     def _refusal(self, status: int, raw: bytes, *, job_id: str | None) -> FencepostError:
         """The fencepost error for an API error answer (Invariant CLI-I4)."""
         try:
             err = json.loads(raw).get("error", {})
             code, message, field = err.get("code"), err.get("message"), err.get("field")
+            file = err.get("file")
         except (ValueError, AttributeError):
             code, message, field = None, raw.decode(errors="replace")[:200], None
+            file = None
         message = message or f"HTTP {status}"
         if code == "job_not_found" and job_id is not None:
             return JobNotFoundError(job_id, why=f"the gateway at {self.url} has no such job")
         if code in ("invalid", "invalid_job_id", "bad_json"):
             return ConfigError(message, key=field)
+        if code == "config_invalid":  # the message names the key and line already
+            return ConfigError(
+                f"the gateway (pid {self.pid}) refused the config and keeps the old one: {message}",
+                file=file if isinstance(file, str) else None,
+            )
         if code == "unauthorized":
             if self.token_env and not self.token:
                 hint = (

@@ -74,11 +74,50 @@ def _open(state_dir: str | None, *, create: bool = False) -> Iterator[CronStore]
 
 
 def _validator(state_dir: str | None) -> JobValidator:
-    """Agents and models are checked against the config the gateway will run with."""
+    """Agents and models are checked against the config the gateway will run with, and, when
+    a gateway runs, its agent against the agents that gateway has now: a config file edited
+    and not reloaded would otherwise take a job that fails every run (docs/design/gateway.md,
+    "Reloading the config")."""
     from ...runtime.config import StatePaths, state_config
     from ...runtime.gateway import job_validator
 
-    return job_validator(state_config(StatePaths(Path(state_dir or default_state_dir()))))
+    paths = StatePaths(Path(state_dir or default_state_dir()))
+    cfg = state_config(paths)
+    check = job_validator(cfg)
+    running = _running_agents(paths)
+    if running is None:
+        return check
+    pid, agents = running
+
+    def check_running(job: Job) -> None:
+        check(job)
+        if job.agent not in agents:
+            raise InvalidJobError(
+                f"agent {job.agent!r} is in {cfg.path or 'the config'} but not in the running "
+                f"gateway (pid {pid}), which has {', '.join(sorted(agents)) or 'none'}: run "
+                "`fencepost reload` first, or the job would fail every run",
+                key="agent",
+            )
+
+    return check_running
+
+
+def _running_agents(paths: Any) -> tuple[object, set[str]] | None:
+    """The pid and agents of the gateway running on ``paths``; None when none runs or it
+    does not answer (then the file alone decides, as without a gateway)."""
+    from ...errors import GatewayError
+    from ._client import GatewayClient
+
+    try:
+        client = GatewayClient.find(paths)
+        if client is None:
+            return None
+        agents = client.request("GET", "api/health").get("agents")
+    except GatewayError:
+        return None
+    if not isinstance(agents, list):
+        return None
+    return client.pid, {str(a) for a in agents}
 
 
 def _now() -> datetime:

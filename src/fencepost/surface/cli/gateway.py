@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 import uvicorn
 
-from ...errors import ConfigError
+from ...errors import ConfigError, GatewayError
 from ...runtime.config import GatewayConfig, StatePaths, default_home
 from ...runtime.demo import gateway_config
-from ...runtime.gateway import Gateway, GatewayBusyError, running_gateway
+from ...runtime.gateway import Gateway, GatewayBusyError, ReloadResult, running_gateway
+from ._client import GatewayClient
 from ._options import config_option, home_option
 
-__all__ = ["demo", "gateway", "serve"]
+__all__ = ["demo", "gateway", "reload", "serve"]
 
 
 def _listen_socket(host: str, port: int, *, token: str | None, setting: str) -> socket.socket:
@@ -64,8 +66,12 @@ async def serve(
     port: int | None = None,
     ready: asyncio.Event | None = None,
     announce: bool = True,
+    source: Callable[[], GatewayConfig] | None = None,
 ) -> None:
-    """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully."""
+    """Run the gateway and its HTTP server until SIGINT/SIGTERM, then stop gracefully.
+
+    SIGHUP reloads the config: ``source`` reads it again as it was read for this start
+    (docs/design/gateway.md, "Reloading the config")."""
     from ..http import close_streams, create_app, resolve_token
 
     token = resolve_token(cfg.server.token_env, os.environ)
@@ -79,7 +85,7 @@ async def serve(
         token=token,
         setting=setting,
     )
-    gw = Gateway(paths, cfg)
+    gw = Gateway(paths, cfg, config_source=source)
     try:
         await gw.start()
     except BaseException:
@@ -89,6 +95,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: gw.spawn(_reload_on_hangup(gw), name="reload on SIGHUP")
+    )
     server = None
     try:
         app = create_app(gw, token=token)
@@ -122,8 +131,20 @@ async def serve(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)
         await gw.stop(grace_s=10)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+async def _reload_on_hangup(gw: Gateway) -> None:
+    """SIGHUP: apply the config again, or keep the old one; either way say so on stderr (the
+    log has it too). A refused config never stops the gateway."""
+    try:
+        result = await gw.reload()
+    except ConfigError as exc:
+        click.echo(f"SIGHUP: config refused, the old one stays in force: {exc}", err=True)
+        return
+    for line in result.describe():
+        click.echo(f"SIGHUP: {line}", err=True)
 
 
 def _refuse_if_held(paths: StatePaths) -> None:
@@ -176,7 +197,17 @@ def gateway(home: Path | None, config: str | None, host: str | None, port: int |
     """
     paths = StatePaths(home or default_home())
     cfg = _config(paths, config, force_demo=False, slow_s=20.0)
-    asyncio.run(serve(paths, cfg, host=host, port=port))
+    asyncio.run(serve(paths, cfg, host=host, port=port, source=_source(paths, config, False, 20.0)))
+
+
+def _source(
+    paths: StatePaths, config: str | None, force_demo: bool, slow_s: float
+) -> Callable[[], GatewayConfig]:
+    """How a reload reads the config: as this start did (a config file written since leaves
+    demo mode), without installing demo jobs."""
+    return lambda: gateway_config(paths, config, force_demo=force_demo, slow_first_token_s=slow_s)[
+        0
+    ]
 
 
 @click.command("demo")
@@ -192,4 +223,54 @@ def demo(home: Path | None, port: int | None, slow_s: float) -> None:
     root = home or Path(tempfile.mkdtemp(prefix="fencepost-demo-"))
     paths = StatePaths(root)
     cfg = _config(paths, None, force_demo=True, slow_s=slow_s)
-    asyncio.run(serve(paths, cfg, port=port))
+    asyncio.run(serve(paths, cfg, port=port, source=_source(paths, None, True, slow_s)))
+
+
+@click.command("reload")
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reload(home: Path | None, as_json: bool) -> None:
+    """Make the running gateway read its config again (as SIGHUP does).
+
+    It is checked in full first: applied without dropping running turns, or refused (exit 2)
+    with the file, key and line, and the old config stays in force. Keys that need a restart
+    (server address and token, durability, limits.max_open_sessions, plugins) are listed.
+    """
+    paths = StatePaths(home or default_home())
+    try:
+        client = GatewayClient.find(paths)  # reads server.token_env from the file
+    except ConfigError as exc:
+        owner = running_gateway(paths)
+        if owner is None:
+            raise
+        raise ConfigError(
+            f"the gateway (pid {owner.get('pid', '?')}) was not asked and keeps its old config, "
+            f"because the new one is invalid: {exc.detail}",
+            key=exc.key,
+            line=exc.line,
+            file=exc.file,
+        ) from None
+    if client is None:
+        raise GatewayError(
+            f"no gateway runs on {paths.root}: nothing to reload (a gateway reads the config "
+            "when it starts: `fencepost gateway`)"
+        )
+    body = client.reload()  # a refused config is a ConfigError: exit 2 (CLI-I4)
+    if as_json:
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        return
+    result = ReloadResult(
+        path=body.get("path"),
+        **{
+            name: tuple(body.get(name) or ())
+            for name in (
+                "applied",
+                "restart_required",
+                "agents_added",
+                "agents_removed",
+                "agents_changed",
+            )
+        },
+    )
+    for line in result.describe():
+        click.echo(line)

@@ -19,7 +19,7 @@ from starlette.routing import Route
 import fencepost
 
 from ...core import verify_transcript
-from ...errors import InvalidJobError, SessionNotFoundError
+from ...errors import ConfigError, InvalidJobError, SessionNotFoundError
 from ...runtime.agent import check_message_text
 from ...runtime.cron import (
     CronStore,
@@ -32,7 +32,7 @@ from ...runtime.cron import (
 )
 from ...runtime.gateway import Gateway
 from ...runtime.resources import judge, process_usage, state_usage
-from ._errors import ApiError
+from ._errors import ApiError, config_refused
 from ._jobs import edit_from_body, job_from_body
 from ._records import record_json, session_summary, snapshot
 from ._schemas import openapi_document
@@ -202,6 +202,15 @@ async def health(request: Request) -> Response:
             },
         }
     )
+
+
+async def reload_config(request: Request) -> Response:
+    """Read the config again and apply it, or refuse it and keep the old one (GATEWAY-I8)."""
+    try:
+        result = await gateway_of(request).reload()
+    except ConfigError as exc:
+        raise config_refused(exc) from None
+    return JSONResponse(result.to_json())
 
 
 async def openapi(request: Request) -> Response:
@@ -451,6 +460,7 @@ async def events(request: Request) -> Response:
 def api_routes() -> list[Route]:
     return [
         Route("/api/health", health, methods=["GET"]),
+        Route("/api/reload", reload_config, methods=["POST"]),
         Route("/api/jobs", list_jobs, methods=["GET"]),
         Route("/api/jobs", create_job, methods=["POST"]),
         Route("/api/jobs/{job_id}", get_job, methods=["GET"]),

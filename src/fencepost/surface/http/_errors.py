@@ -29,6 +29,7 @@ __all__ = [
     "ApiError",
     "ErrorCode",
     "api_error",
+    "config_refused",
     "error_body",
     "error_response",
     "translate",
@@ -64,6 +65,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "body_too_large": ErrorCode(413, "The request body is larger than server.max_body_bytes"),
     "record_too_large": ErrorCode(413, "The message would make a record past the size limit"),
     "invalid": ErrorCode(422, "A field is invalid; error.field names it"),
+    "config_invalid": ErrorCode(
+        422,
+        "The config read again is invalid and was not applied (error.file, error.field, "
+        "error.line); the old one stays in force",
+    ),
     "lock_timeout": ErrorCode(503, "The session's write lock stayed busy; try again"),
     "session_busy": ErrorCode(503, "The session's lease stayed busy; try again"),
 }
@@ -95,6 +101,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -102,26 +109,47 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+        #: More members of ``error`` (``file`` and ``line`` of a config error).
+        self.extra = dict(extra or {})
 
 
 def api_error(
-    code: str, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ApiError:
     """An ``ApiError`` whose status is the one ``ERROR_CODES`` gives ``code``."""
-    return ApiError(ERROR_CODES[code].status, code, message, field=field, headers=headers)
+    return ApiError(
+        ERROR_CODES[code].status, code, message, field=field, headers=headers, extra=extra
+    )
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, field: str | None = None, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         err["field"] = field
+    err.update({k: v for k, v in (extra or {}).items() if v is not None})
     return {"error": err}
+
+
+def config_refused(exc: ConfigError) -> ApiError:
+    """A config the gateway read again and refused: the file, key and line (GATEWAY-I8)."""
+    return api_error(
+        "config_invalid", str(exc), field=exc.key, extra={"file": exc.file, "line": exc.line}
+    )
 
 
 def error_response(exc: ApiError) -> JSONResponse:
     # Invariant HTTP-I2: every error the API answers has this one JSON shape.
     return JSONResponse(
-        error_body(exc.code, exc.message, exc.field), status_code=exc.status, headers=exc.headers
+        error_body(exc.code, exc.message, exc.field, exc.extra),
+        status_code=exc.status,
+        headers=exc.headers,
     )
 
 

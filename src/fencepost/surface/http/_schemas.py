@@ -161,9 +161,42 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "code": {"type": "string", "examples": ["invalid", "job_not_found"]},
                     "message": {"type": "string"},
-                    "field": {"type": "string", "description": "The request field at fault"},
+                    "field": {
+                        "type": "string",
+                        "description": "The request field (or config key) at fault",
+                    },
+                    "file": {"type": "string", "description": "config_invalid: the file"},
+                    "line": {"type": "integer", "description": "config_invalid: the line"},
                 },
             }
+        },
+    },
+    "ReloadResult": {
+        "type": "object",
+        "required": [
+            "changed",
+            "applied",
+            "restart_required",
+            "agents_added",
+            "agents_removed",
+            "agents_changed",
+        ],
+        "properties": {
+            "path": {"type": ["string", "null"], "description": "The config file read"},
+            "changed": {"type": "boolean"},
+            "applied": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Changed keys now in force",
+            },
+            "restart_required": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Changed keys not applied: they need a restart",
+            },
+            "agents_added": {"type": "array", "items": {"type": "string"}},
+            "agents_removed": {"type": "array", "items": {"type": "string"}},
+            "agents_changed": {"type": "array", "items": {"type": "string"}},
         },
     },
     "Schedule": {
@@ -478,6 +511,14 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/api/health": {
             "get": _op(
                 "health", "Gateway health and statistics", {"200": _json(_ref("Health"), "Health")}
+            )
+        },
+        "/api/reload": {
+            "post": _op(
+                "reload_config",
+                "Read the config again: apply it without dropping a turn, or refuse it",
+                {"200": _json(_ref("ReloadResult"), "Applied (or nothing changed)")},
+                errors=["config_invalid"],
             )
         },
         "/api/jobs": {

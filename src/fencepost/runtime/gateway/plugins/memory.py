@@ -234,7 +234,12 @@ class MemoryPlugin:
     async def fencepost_turn_finished(
         self, gateway: Gateway, session_id: str, agent: str, run_id: str, result: TurnResult
     ) -> None:
-        workspace = self._workspaces.get(agent)
+        # The agent as the gateway runs it now: a reload may have added it or moved its
+        # workspace since startup (docs/design/gateway.md, "Reloading the config").
+        spec = gateway.specs.get(agent)
+        workspace = spec.workspace if spec is not None else self._workspaces.get(agent)
+        if workspace is not None:
+            self._workspaces[agent] = workspace
         if self.index is not None and workspace is not None:
             await asyncio.to_thread(self.index.sync_notes, agent, workspace)
 
