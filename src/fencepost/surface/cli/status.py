@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -204,6 +205,7 @@ def logs(home: Path | None, lines: int, follow: bool, level: str, as_json: bool)
     for raw in last:
         _echo(raw, as_json)
     if follow:
+        sys.stdout.flush()  # a pipe (`| grep`) sees the tail now, not at exit
         _follow(paths.logs / "gateway.jsonl", floor, as_json)
 
 
@@ -232,6 +234,7 @@ def _follow(path: Path, floor: int, as_json: bool) -> None:
                         if _wanted(pending, floor):
                             _echo(pending, as_json)
                         pending = ""
+                sys.stdout.flush()
                 try:
                     rotated = path.stat().st_ino != inode
                 except FileNotFoundError:
