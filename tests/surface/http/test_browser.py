@@ -7,18 +7,22 @@ bench/out/screenshots/ (gitignored); the path is printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import struct
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import async_playwright
 
-from fencepost import custom
+from fencepost import custom, message
 from fencepost.surface.http import create_app
 
-from .conftest import serve
+from .conftest import LONG_WRITER, long_transcript, serve
 from .test_api import JOB
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -126,3 +130,111 @@ async def test_the_dashboard_runs_a_job_and_follows_a_session_live(gw, chromium_
             await browser.close()
     with capsys.disabled():
         print(f"\nscreenshots: {SCREENSHOTS}")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+@contextlib.asynccontextmanager
+async def browser_page(gw, chromium_path: str, **context: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A chromium page at 1280 px on a served app, failing on any script error."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    async with serve(create_app(gw)) as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path, headless=True)
+        try:
+            ctx = await browser.new_context(viewport={"width": 1280, "height": 900}, **context)
+            page = await ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page, url
+            assert errors == []
+            await ctx.close()
+        finally:
+            await browser.close()
+
+
+async def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
+    """A screenshot, checked: as wide as the viewport (a full page wider than the viewport is
+    a page that overflows sideways)."""
+    path = SCREENSHOTS / name
+    await page.screenshot(path=path, full_page=full_page)
+    width, height = png_size(path)
+    assert width == 1280, f"{path} is {width} px wide: the page overflows 1280 px"
+    assert height >= 200, path
+    return path
+
+
+#: Where every visible record row's writer, run and time cells are, against the viewport.
+LAYOUT = """() => {
+  const w = window.innerWidth, bad = [];
+  const rows = [...document.querySelectorAll('#records tr.record')].filter(r => !r.hidden);
+  for (const tr of rows) {
+    for (const sel of ['.writer-cell', '.run-cell', '.epoch-cell', '.time-cell']) {
+      const r = tr.querySelector(sel).getBoundingClientRect();
+      if (r.left < 0 || r.right > w || r.width < 30) bad.push([tr.dataset.index, sel, r.right]);
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, inner: w, rows: rows.length, bad: bad};
+}"""
+
+
+async def assert_fits(page: Any, rows: int) -> None:
+    layout = await page.evaluate(LAYOUT)
+    assert layout["scroll"] <= layout["inner"] == 1280, layout
+    assert layout["rows"] == rows and layout["bad"] == [], layout
+
+
+# Invariant HTTP-I11
+@pytest.mark.slow
+async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages(gw, chromium_path):
+    await long_transcript(gw, "long", n=500, branch_at=400, branch_len=6)
+    async with browser_page(gw, chromium_path) as (page, url):
+        await page.goto(f"{url}/sessions/long")
+        await page.locator("#live-status.on").wait_for()
+        shown = page.locator(".page-range").first
+        assert await shown.inner_text() == "records 300\N{EN DASH}499 of 500"
+        await assert_fits(page, 194)  # 200 records, the branch's 6 folded
+        marker = page.locator("tr.branch-marker")
+        assert await marker.count() == 1
+        assert "6 records" in await marker.inner_text() and "#399" in await marker.inner_text()
+        assert await page.locator(f'tr.record:has-text("{LONG_WRITER}")').count() > 0
+        await screenshot(page, "session-500-records.png")
+
+        await marker.get_by_role("link").click()  # unfolds in place (no navigation)
+        await page.locator('tr.record.side[data-index="405"]').wait_for()
+        assert await marker.get_by_role("link").get_attribute("aria-expanded") == "true"
+        await assert_fits(page, 200)
+        await screenshot(page, "session-branch-open.png")
+        await page.locator('tr.record[data-index="396"]').scroll_into_view_if_needed()
+        await screenshot(page, "session-branch-open-viewport.png", full_page=False)
+
+        await page.locator('a[data-page="prev"]').first.click()
+        await page.wait_for_url("**/sessions/long?offset=100#transcript")
+        await page.locator('tr.record[data-index="100"]').wait_for()
+        await assert_fits(page, 200)
+        await page.locator('a[data-page="first"]').first.click()
+        await page.wait_for_url("**?offset=0#transcript")
+        assert await shown.inner_text() == "records 0\N{EN DASH}199 of 500"
+        await assert_fits(page, 200)
+        await screenshot(page, "session-first-page.png")
+        await page.locator('a[data-page="end"]').first.click()
+        await page.wait_for_url("**/sessions/long#transcript")  # the newest page, whatever it is
+        await page.locator('tr.record[data-index="499"]').wait_for()
+
+        # a new record on the path is appended live; one that forks re-reads the thread
+        session = gw.store.session("long")
+        await session.append(message("user", "a live one on the path"), writer="operator")
+        await page.locator('tr.record.active[data-index="500"]').wait_for()
+        await session.append(
+            {**message("user", "a fork from record 498"), "parentId": f"{498:08x}"},
+            writer="operator",
+        )
+        # the path now ends 498 → 501; 499 and 500 became a side branch
+        await page.locator('tr.branch-marker:has-text("forks from #498")').wait_for()
+        assert await page.locator('tr.record.active[data-index="501"]').count() == 1
+        assert await page.locator('tr.record.side[data-index="500"]').get_attribute("hidden") == ""

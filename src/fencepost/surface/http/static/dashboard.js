@@ -1,4 +1,5 @@
 // fencepost dashboard: live updates over server-sent events; no build step, no framework.
+// Every change goes through the JSON API, which does all the validation (docs/design/http.md).
 (function () {
   "use strict";
   var body = document.body;
@@ -19,19 +20,66 @@
     box.replaceChildren(div);
   }
 
-  // Requests that change something carry JSON and X-Fencepost (the server refuses others).
-  function post(url, data) {
+  // Requests that change something carry JSON and X-Fencepost (the server refuses others,
+  // HTTP-I6). A refusal rejects with the API's error: message, code and the field it names.
+  function send(method, url, data) {
     return fetch(url, {
-      method: "POST",
+      method: method,
       headers: { "Content-Type": "application/json", "X-Fencepost": "1" },
-      body: JSON.stringify(data || {}),
+      body: data === undefined ? undefined : JSON.stringify(data),
       credentials: "same-origin",
     }).then(function (r) {
       return r.json().then(function (j) {
-        if (!r.ok) throw new Error((j.error && j.error.message) || r.statusText);
+        if (!r.ok) {
+          var err = j.error || {};
+          var e = new Error(err.message || r.statusText);
+          e.field = err.field || null;
+          e.code = err.code || null;
+          throw e;
+        }
         return j;
       });
     });
+  }
+  function post(url, data) { return send("POST", url, data || {}); }
+
+  // ---- times: the server writes UTC; the reader's local time goes beside it (HTTP-I13)
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function zoneName(d) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(d);
+      for (var i = 0; i < parts.length; i++) if (parts[i].type === "timeZoneName") return parts[i].value;
+    } catch (e) { /* an old browser: say "local" */ }
+    return "local";
+  }
+  function localText(d) {
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + " " + zoneName(d);
+  }
+  function localize(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      var next = t.nextElementSibling;
+      if (next && next.classList.contains("local")) return;
+      var d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      var span = document.createElement("span");
+      span.className = "local";
+      span.title = "your local time";
+      span.textContent = localText(d);
+      t.after(span);
+    });
+  }
+  localize(document);
+
+  // As the server renders times: <time datetime="…Z">2026-03-29 07:00:00Z</time>.
+  function timeElement(ts) {
+    var d = ts ? new Date(ts) : null;
+    if (!d || isNaN(d)) return document.createTextNode(ts || "\u2013");
+    var t = document.createElement("time");
+    var iso = d.toISOString().slice(0, 19) + "Z";
+    t.setAttribute("datetime", iso);
+    t.textContent = iso.replace("T", " ");
+    return t;
   }
 
   // ---- jobs, runs, sessions: re-render the page's main part when the gateway reports events
@@ -46,7 +94,8 @@
         if (!html) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("main");
-        if (fresh) document.getElementById("main").replaceChildren(...fresh.childNodes);
+        var main = document.getElementById("main");
+        if (fresh) { main.replaceChildren(...fresh.childNodes); localize(main); }
       })
       .catch(function () {})
       .finally(function () { refreshing = false; });
@@ -75,7 +124,21 @@
       .catch(function (e) { flash(e.message, true); btn.disabled = false; });
   });
 
-  // ---- one session: append records as they land
+  // ---- one session: the transcript thread, folded branches, records as they land
+  document.addEventListener("click", function (ev) {
+    var toggle = ev.target.closest && ev.target.closest("a.branch-toggle");
+    if (toggle) {
+      ev.preventDefault();
+      var open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      document.querySelectorAll('#records tr.record.side[data-branch="' + CSS.escape(toggle.dataset.branch) + '"]')
+        .forEach(function (tr) { tr.hidden = !open; });
+      return;
+    }
+    var clamp = ev.target.closest && ev.target.closest("#records td.rec .clamp");
+    if (clamp && !window.getSelection().toString()) clamp.classList.toggle("open");
+  });
+
   var sid = body.dataset.session;
   if (sid) {
     var form = document.getElementById("send-message");
@@ -88,28 +151,56 @@
         .catch(function (e) { flash(e.message, true); });
     });
   }
+
+  // Re-read the thread when a record forks: the active path moved, branches change. A live
+  // page is the newest one, so the newest is read (the address may name an older offset).
+  // Records that land while the page is read are handled again once the new thread is in place.
+  var rereading = false;
+  var pending = [];
+  function rereadThread() {
+    if (rereading) return;
+    rereading = true;
+    fetch(location.pathname, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("records");
+        if (!fresh) return;
+        document.getElementById("records").replaceWith(fresh);
+        localize(fresh);
+        var count = doc.getElementById("record-count");
+        var mine = document.getElementById("record-count");
+        if (count && mine) mine.textContent = count.textContent;
+      })
+      .catch(function () {})
+      .finally(function () {
+        rereading = false;
+        var again = pending;
+        pending = [];
+        again.forEach(onRecord);
+      });
+  }
+
+  function onRecord(r) {
+    if (rereading) { pending.push(r); return; }
+    var table = document.getElementById("records");
+    if (table.querySelector('tr[data-index="' + r.index + '"]')) return; // already shown
+    var leaf = table.dataset.leaf || "";
+    if (r.id && (r.parentId || "") !== leaf) { rereadThread(); return; }
+    table.tBodies[0].appendChild(recordRow(r, r.id ? "active" : ""));
+    if (r.id) table.dataset.leaf = r.id;
+    var count = document.getElementById("record-count");
+    if (count) count.textContent = String(r.index + 1);
+  }
+
   if (sid && live === "session") {
-    var tbody = document.querySelector("#records tbody");
     var next = parseInt(body.dataset.nextIndex || "0", 10);
     var src = new EventSource("/api/sessions/" + encodeURIComponent(sid) + "/events?offset=" + next);
     src.addEventListener("ready", function () { setLive(true); });
     src.onerror = function () { setLive(false); };
     src.addEventListener("reset", function () { src.close(); location.reload(); });
-    src.addEventListener("record", function (ev) {
-      var r = JSON.parse(ev.data);
-      if (tbody.querySelector('tr[data-index="' + r.index + '"]')) return; // already shown
-      tbody.appendChild(recordRow(r));
-      markActive(r.id);
-      var count = document.getElementById("record-count");
-      if (count) count.textContent = String(r.index + 1);
-    });
-  }
-
-  // As the server renders times: "2026-03-29 07:00:00Z".
-  function when(ts) {
-    var d = ts ? new Date(ts) : null;
-    if (!d || isNaN(d)) return ts || "\u2013";
-    return d.toISOString().slice(0, 19).replace("T", " ") + "Z";
+    src.addEventListener("record", function (ev) { onRecord(JSON.parse(ev.data)); });
   }
 
   function cell(text, cls) {
@@ -119,56 +210,48 @@
     return td;
   }
 
-  function recordRow(r) {
-    var parent = r.parentId ? tbody.querySelector('tr[data-id="' + r.parentId + '"]') : null;
-    var depth = parent ? parseInt(parent.dataset.depth, 10) + 1 : 0;
+  // The same row as the server's record_row macro (session.html), for a record on the path.
+  function recordRow(r, cls) {
     var tr = document.createElement("tr");
-    tr.className = "record fresh";
+    tr.className = "record fresh" + (cls ? " " + cls : "");
     tr.dataset.index = r.index;
     tr.dataset.id = r.id || "";
     tr.dataset.parent = r.parentId || "";
-    tr.dataset.depth = depth;
     tr.appendChild(cell(String(r.index), "num"));
-    var tree = document.createElement("td");
-    tree.className = "tree";
-    tree.style.paddingLeft = (0.4 + depth * 1.1) + "em";
+    var rec = document.createElement("td");
+    rec.className = "rec";
+    var clamp = document.createElement("div");
+    clamp.className = "clamp";
     var type = document.createElement("span");
     type.className = "type";
     type.textContent = r.type;
     var summary = document.createElement("span");
     summary.className = "summary";
     summary.textContent = r.summary;
-    tree.append(type, " ", summary);
-    tr.appendChild(tree);
+    clamp.append(type, " ", summary);
+    rec.appendChild(clamp);
+    tr.appendChild(rec);
     var wtd = document.createElement("td");
+    wtd.className = "writer-cell";
     var w = document.createElement("span");
-    if (r.writer) { w.className = "writer w-" + r.writer.split(":")[0]; w.textContent = r.writer; }
+    if (r.writer) { w.className = "writer w-" + r.writer.split(":")[0]; w.textContent = r.writer; w.title = r.writer; }
     else { w.className = "dim"; w.textContent = "no stamp"; }
     wtd.appendChild(w);
     tr.appendChild(wtd);
     var run = document.createElement("td");
+    run.className = "run-cell";
     var code = document.createElement("code");
-    code.textContent = (r.run_id || "–").slice(0, 14);
+    code.textContent = r.run_id || "\u2013";
     code.title = r.run_id || "";
     run.appendChild(code);
     tr.appendChild(run);
-    tr.appendChild(cell(r.epoch == null ? "–" : String(r.epoch), "num"));
-    tr.appendChild(cell(r.seq == null ? "–" : String(r.seq), "num"));
-    tr.appendChild(cell(when(r.timestamp), "dim"));
+    tr.appendChild(cell(r.epoch == null ? "\u2013" : String(r.epoch), "num epoch-cell"));
+    tr.appendChild(cell(r.seq == null ? "\u2013" : String(r.seq), "num seq-cell"));
+    var time = document.createElement("td");
+    time.className = "time-cell dim";
+    time.appendChild(timeElement(r.timestamp));
+    tr.appendChild(time);
+    localize(tr);
     return tr;
-  }
-
-  // The active path is the chain of parents from the newest record (the leaf).
-  function markActive(leafId) {
-    if (!leafId) return;
-    var rows = tbody.querySelectorAll("tr.record");
-    var byId = {};
-    rows.forEach(function (tr) { tr.classList.remove("active"); if (tr.dataset.id) byId[tr.dataset.id] = tr; });
-    var cur = byId[leafId], seen = {};
-    while (cur && !seen[cur.dataset.id]) {
-      seen[cur.dataset.id] = true;
-      cur.classList.add("active");
-      cur = cur.dataset.parent ? byId[cur.dataset.parent] : null;
-    }
   }
 })();
