@@ -238,3 +238,75 @@ async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages
         await page.locator('tr.branch-marker:has-text("forks from #498")').wait_for()
         assert await page.locator('tr.record.active[data-index="501"]').count() == 1
         assert await page.locator('tr.record.side[data-index="500"]').get_attribute("hidden") == ""
+
+
+# Invariant HTTP-I14
+@pytest.mark.slow
+async def test_jobs_are_created_refused_edited_disabled_and_deleted_from_the_dashboard(
+    gw, chromium_path
+):
+    async with browser_page(gw, chromium_path) as (page, url):
+
+        async def accept(dialog: Any) -> None:
+            await dialog.accept()
+
+        page.on("dialog", accept)
+        await page.goto(f"{url}/")
+        await page.get_by_role("button", name="new job").click()
+        form = page.locator("#job-form")
+        await form.wait_for()
+        # the only check the script makes: the form's required fields
+        assert await page.evaluate("document.getElementById('job-form').checkValidity()") is False
+        await form.get_by_label("name").fill("nightly digest")
+        await form.get_by_label("agent").fill("ops")
+        await form.get_by_label("schedule").select_option("cron")
+        await form.get_by_label("when").fill("0 7 * *")  # four fields: the API refuses it
+        await form.get_by_label("time zone").fill("Europe/Berlin")
+        await form.get_by_label("prompt").fill("summarise the night")
+        await form.get_by_role("button", name="create").click()
+        error = form.locator('.field[data-fields~="schedule.expr"] .field-error')
+        await error.wait_for()
+        assert "0 7 * *" in await error.inner_text()
+        assert await form.get_by_label("when").get_attribute("aria-invalid") == "true"
+        assert gw.cron.list_jobs() == []
+        await screenshot(page, "jobs-form-refused.png")
+
+        await form.get_by_label("when").fill("0 7 * * *")
+        await form.get_by_role("button", name="create").click()
+        await page.locator("#flash").get_by_text("created nightly digest").wait_for()
+        row = page.locator("#jobs tr", has_text="nightly digest")
+        await row.wait_for()
+        [(job, _)] = gw.cron.list_jobs()
+        assert job.schedule.expr == "0 7 * * *" and job.schedule.tz == "Europe/Berlin"
+        assert job.enabled and job.agent == "ops"
+
+        await row.get_by_role("button", name="edit").click()
+        assert await form.get_by_label("name").input_value() == "nightly digest"
+        assert await form.get_by_label("when").input_value() == "0 7 * * *"
+        await form.get_by_label("agent").fill("nobody")
+        await form.get_by_role("button", name="save").click()
+        agent_error = form.locator('.field[data-fields~="agent"] .field-error')
+        await agent_error.wait_for()
+        assert "nobody" in await agent_error.inner_text()
+        await form.get_by_label("agent").fill("ops")
+        await form.get_by_label("name").fill("weekday digest")
+        await form.get_by_label("when").fill("30 6 * * 1-5")
+        await form.get_by_role("button", name="save").click()
+        await page.locator("#flash").get_by_text("saved weekday digest").wait_for()
+        row = page.locator(f'tr[data-job-id="{job.job_id}"]')
+        await row.get_by_text("weekday digest").wait_for()
+        edited = gw.cron.get_job(job.job_id)
+        assert edited.schedule.expr == "30 6 * * 1-5" and edited.schedule.tz == "Europe/Berlin"
+        await screenshot(page, "jobs-edited.png")
+
+        await row.get_by_role("button", name="disable").click()
+        await page.locator(f'tr[data-job-id="{job.job_id}"][data-enabled="false"]').wait_for()
+        assert gw.cron.get_job(job.job_id).enabled is False
+        await row.get_by_role("button", name="enable").click()
+        await page.locator(f'tr[data-job-id="{job.job_id}"][data-enabled="true"]').wait_for()
+        assert gw.cron.get_job(job.job_id).enabled is True
+
+        await row.get_by_role("button", name="delete").click()
+        await page.locator("#flash").get_by_text("deleted weekday digest").wait_for()
+        await row.wait_for(state="detached")
+        assert gw.cron.list_jobs() == []

@@ -92,9 +92,20 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
 
 
 async def jobs_page(request: Request) -> Response:
+    """Jobs with their state, and a form that creates and edits them. Invariant HTTP-I14: the
+    page's script changes jobs only through the JSON API (``_api.create_job``, ``patch_job``,
+    ``delete_job``, ``run_job``), so the dashboard refuses exactly what the API refuses."""
     gw = gateway_of(request)
     jobs = jobs_json(gw.cron)
-    return _render(request, "jobs.html", title="Jobs", nav="jobs", jobs=jobs, live="feed")
+    return _render(
+        request,
+        "jobs.html",
+        title="Jobs",
+        nav="jobs",
+        jobs=jobs,
+        agents=sorted(gw.agents),
+        live="feed",
+    )
 
 
 async def runs_page(request: Request) -> Response:

@@ -115,14 +115,183 @@
     setInterval(function () { schedule(0); }, 5000); // the ledger changes after the turn events
   }
 
+  // ---- jobs: run, edit, enable / disable, delete, create
+  function jobUrl(id) { return "/api/jobs/" + encodeURIComponent(id); }
+
   document.addEventListener("click", function (ev) {
-    var btn = ev.target.closest && ev.target.closest("button[data-run-job]");
+    var btn = ev.target.closest && ev.target.closest("button");
     if (!btn) return;
-    btn.disabled = true;
-    post("/api/jobs/" + encodeURIComponent(btn.dataset.runJob) + "/run")
-      .then(function (j) { flash("started run " + j.run_id); schedule(200); })
-      .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    var d = btn.dataset;
+    if (d.runJob) {
+      btn.disabled = true;
+      post(jobUrl(d.runJob) + "/run")
+        .then(function (j) { flash("started run " + j.run_id); schedule(200); })
+        .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    } else if (d.editJob) {
+      fetch(jobUrl(d.editJob), { credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (job) { if (job.error) throw new Error(job.error.message); openJobForm(job); })
+        .catch(function (e) { flash(e.message, true); });
+    } else if (d.toggleJob) {
+      var enable = d.enable === "true";
+      btn.disabled = true;
+      send("PATCH", jobUrl(d.toggleJob), { enabled: enable })
+        .then(function (j) { flash((enable ? "enabled " : "disabled ") + j.name); refresh(); })
+        .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    } else if (d.deleteJob) {
+      var row = btn.closest("tr");
+      var name = row ? row.dataset.jobName : d.deleteJob;
+      if (!window.confirm("Delete the job " + name + "? Its runs stay in the ledger.")) return;
+      send("DELETE", jobUrl(d.deleteJob))
+        .then(function (j) { if (row) row.remove(); flash("deleted " + j.name); refresh(); })
+        .catch(function (e) { flash(e.message, true); });
+    } else if (btn.id === "new-job") {
+      openJobForm(null);
+    } else if (btn.id === "job-cancel") {
+      document.getElementById("job-dialog").close();
+    }
   });
+
+  var dialog = document.getElementById("job-dialog");
+  var jobForm = document.getElementById("job-form");
+  var editing = null;
+  var initial = null;
+  var VALUE_KEY = { every: "every", cron: "expr", at: "at" };
+  var HINTS = {
+    every: "30m, 1h or 1d",
+    cron: "0 7 * * 1-5, or @daily",
+    at: "2030-01-01T07:00Z, or 20m from now",
+  };
+
+  function seconds(s) { // 3600 → "1h", as people write an every schedule
+    var units = [[86400, "d"], [3600, "h"], [60, "m"]];
+    for (var i = 0; i < units.length; i++) {
+      if (s >= units[i][0] && s % units[i][0] === 0) return s / units[i][0] + units[i][1];
+    }
+    return String(s);
+  }
+
+  function values() {
+    var el = jobForm.elements;
+    return {
+      name: el.name.value, agent: el.agent.value,
+      schedule_kind: el.schedule_kind.value, schedule_value: el.schedule_value.value,
+      schedule_tz: el.schedule_tz.value,
+      payload_kind: el.payload_kind.value, payload_text: el.payload_text.value,
+      target: el.target.value, model: el.model.value, timeout_s: el.timeout_s.value,
+      delivery: el.delivery.value, enabled: el.enabled.checked,
+    };
+  }
+
+  function scheduleOf(v) {
+    var s = { kind: v.schedule_kind };
+    s[VALUE_KEY[v.schedule_kind] || "every"] = v.schedule_value;
+    if (v.schedule_tz) s.tz = v.schedule_tz;
+    return s;
+  }
+
+  function createBody(v) {
+    var b = {
+      name: v.name, agent: v.agent, schedule: scheduleOf(v),
+      payload: { kind: v.payload_kind, text: v.payload_text }, enabled: v.enabled,
+    };
+    ["target", "model", "timeout_s", "delivery"].forEach(function (k) { if (v[k] !== "") b[k] = v[k]; });
+    return b;
+  }
+
+  // An edit sends what changed, so an untouched schedule keeps its next run.
+  function editBody(v) {
+    var b = {};
+    var changed = function (k) { return v[k] !== initial[k]; };
+    if (changed("name")) b.name = v.name;
+    if (changed("agent")) b.agent = v.agent;
+    if (changed("schedule_kind") || changed("schedule_value") || changed("schedule_tz")) b.schedule = scheduleOf(v);
+    if (changed("payload_text")) b.payload = { kind: v.payload_kind, text: v.payload_text };
+    if (changed("target")) b.target = v.target || "isolated";
+    if (changed("model")) b.model = v.model || null;
+    if (changed("timeout_s")) b.timeout_s = v.timeout_s || null;
+    if (changed("delivery")) b.delivery = v.delivery || "none";
+    if (changed("enabled")) b.enabled = v.enabled;
+    return b;
+  }
+
+  function kindChanged() {
+    var hint = document.getElementById("jf-schedule-value-hint");
+    if (hint) hint.textContent = HINTS[jobForm.elements.schedule_kind.value] || "";
+  }
+
+  function clearErrors() {
+    jobForm.querySelector(".form-error").textContent = "";
+    jobForm.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
+    jobForm.querySelectorAll("[aria-invalid]").forEach(function (e) {
+      e.removeAttribute("aria-invalid");
+      e.removeAttribute("aria-describedby");
+    });
+  }
+
+  // The API names the field at fault (HTTP-G2); its message goes next to that field.
+  function showError(e) {
+    var where = null;
+    if (e.field) {
+      jobForm.querySelectorAll(".field").forEach(function (f) {
+        if (!where && f.dataset.fields.split(" ").indexOf(e.field) >= 0) where = f;
+      });
+    }
+    if (!where) { jobForm.querySelector(".form-error").textContent = e.message; return; }
+    var msg = where.querySelector(".field-error");
+    msg.textContent = e.message;
+    var input = where.querySelector("input, select, textarea");
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", msg.id);
+    input.focus();
+  }
+
+  function openJobForm(job) {
+    jobForm.reset();
+    clearErrors();
+    editing = job ? job.job_id : null;
+    var el = jobForm.elements;
+    if (job) {
+      var s = job.schedule;
+      el.name.value = job.name;
+      el.agent.value = job.agent;
+      el.schedule_kind.value = s.kind;
+      el.schedule_value.value = s.kind === "every" ? seconds(s.every_s) : s.kind === "cron" ? s.expr : s.at;
+      el.schedule_tz.value = s.kind === "cron" ? s.tz || "" : "";
+      el.payload_kind.value = job.payload.kind;
+      el.payload_text.value = job.payload.text;
+      el.target.value = job.target;
+      el.model.value = job.model || "";
+      el.timeout_s.value = String(job.timeout_s);
+      var dl = job.delivery || { kind: "none" };
+      el.delivery.value = dl.kind === "none" ? "" : dl.kind === "session" ? "session:" + dl.to : dl.to;
+      el.enabled.checked = job.enabled;
+    }
+    document.getElementById("job-form-title").textContent = job ? "Edit " + job.name : "New job";
+    document.getElementById("job-submit").textContent = job ? "save" : "create";
+    initial = values();
+    kindChanged();
+    dialog.showModal();
+  }
+
+  if (jobForm) {
+    jobForm.elements.schedule_kind.addEventListener("change", kindChanged);
+    jobForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearErrors();
+      var v = values();
+      var req = editing
+        ? send("PATCH", jobUrl(editing), editBody(v))
+        : send("POST", "/api/jobs", createBody(v));
+      var submit = document.getElementById("job-submit");
+      submit.disabled = true;
+      req.then(function (j) {
+        dialog.close();
+        flash((editing ? "saved " : "created ") + j.name);
+        refresh();
+      }).catch(showError).finally(function () { submit.disabled = false; });
+    });
+  }
 
   // ---- one session: the transcript thread, folded branches, records as they land
   document.addEventListener("click", function (ev) {
