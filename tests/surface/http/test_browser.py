@@ -13,8 +13,10 @@ import shutil
 import struct
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import async_playwright
@@ -22,7 +24,7 @@ from playwright.async_api import async_playwright
 from fencepost import custom, message
 from fencepost.surface.http import create_app
 
-from .conftest import LONG_WRITER, long_transcript, serve
+from .conftest import LONG_WRITER, WRITE, asgi_client, long_transcript, serve, takeover_run
 from .test_api import JOB
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -191,7 +193,9 @@ async def assert_fits(page: Any, rows: int) -> None:
 
 # Invariant HTTP-I11
 @pytest.mark.slow
-async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages(gw, chromium_path):
+async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages(
+    gw, chromium_path
+):
     await long_transcript(gw, "long", n=500, branch_at=400, branch_len=6)
     async with browser_page(gw, chromium_path) as (page, url):
         await page.goto(f"{url}/sessions/long")
@@ -310,3 +314,46 @@ async def test_jobs_are_created_refused_edited_disabled_and_deleted_from_the_das
         await page.locator("#flash").get_by_text("deleted weekday digest").wait_for()
         await row.wait_for(state="detached")
         assert gw.cron.list_jobs() == []
+
+
+# Invariant HTTP-I12, HTTP-I13
+@pytest.mark.slow
+async def test_run_filters_survive_a_reload_and_times_show_local_time_beside_utc(
+    gw, chromium_path
+):
+    async with asgi_client(create_app(gw)) as api:
+        job = (await api.post("/api/jobs", json=JOB)).json()
+        for _ in range(2):
+            r = await api.post(f"/api/jobs/{job['job_id']}/run?wait=true", headers=WRITE)
+            assert r.status_code == 200, r.text
+    gw.cron.insert_run(takeover_run(job["job_id"], 3.0))
+    async with browser_page(gw, chromium_path, timezone_id="Asia/Kolkata") as (page, url):
+        await page.goto(f"{url}/runs")
+        await page.locator("#runs tr.run-takeover").wait_for()
+        filters = page.locator("#run-filters")
+        await filters.get_by_label("status").select_option("ok")  # submits on change
+        await page.wait_for_url("**/runs?status=ok")
+        await filters.get_by_label("since").fill("1h")
+        await filters.get_by_label("job").select_option(job["job_id"])
+        await page.wait_for_url(f"**/runs?job={job['job_id']}&status=ok&since=1h")
+        await page.reload()
+        assert await filters.get_by_label("status").input_value() == "ok"
+        assert await filters.get_by_label("since").input_value() == "1h"
+        assert await filters.get_by_label("job").input_value() == job["job_id"]
+        assert await page.locator("#runs tbody tr").count() == 2
+        assert await page.locator("#runs tr.run-takeover").count() == 0
+
+        # Invariant HTTP-I13: the UTC time, and the reader's local time beside it
+        first = page.locator("#runs tbody tr").first
+        utc = await first.locator("time").get_attribute("datetime")
+        local = await first.locator("time + .local").inner_text()
+        when = datetime.fromisoformat(utc.replace("Z", "+00:00"))
+        expected = when.astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M:%S")
+        assert local.startswith(expected) and "5:30" in local, (utc, local)
+        await screenshot(page, "runs-filtered.png")
+
+        await filters.get_by_label("since").fill("last tuesday")
+        await filters.get_by_role("button", name="filter").click()
+        await page.locator("#filter-since-error").wait_for()
+        assert await filters.get_by_label("status").input_value() == "ok"
+        await screenshot(page, "runs-refused-filter.png")

@@ -51,7 +51,9 @@ async def test_the_runs_page_shows_status_duration_model_errors_and_takeover_rea
     assert "r-takeov" in filtered and "scripted/replies" not in filtered
 
 
-async def test_the_session_page_shows_the_thread_who_wrote_each_record_and_fence_events(client, gw):
+async def test_the_session_page_shows_the_thread_who_wrote_each_record_and_fence_events(
+    client, gw
+):
     session = gw.store.session("notes")
     root = await session.append(message("user", "root question"), writer="operator")
     await session.append(message("assistant", "first answer"), writer="plugin:notes")
@@ -133,11 +135,11 @@ async def test_a_long_transcript_is_paged_200_records_at_a_time_newest_page_firs
 async def test_a_folded_branch_opens_without_the_script_by_its_link(client, gw):
     await long_transcript(gw, "long", n=50, branch_at=20, branch_len=3)
     html = (await client.get("/sessions/long")).text
-    assert html.count('<tr class="record side"') == 3 and html.count(" hidden>") == 3
+    assert html.count("<tr class=\"record side\"") == 3 and html.count(" hidden>") == 3
     link = re.search(r'<a class="branch-toggle" href="([^"]+)"', html)
     assert link and "open=00000014" in link.group(1).replace("&amp;", "&")
     opened = (await client.get("/sessions/long?offset=0&open=00000014")).text
-    assert " hidden>" not in opened and 'aria-expanded="true"' in opened
+    assert ' hidden>' not in opened and 'aria-expanded="true"' in opened
 
 
 # Invariant HTTP-I13
@@ -149,3 +151,36 @@ async def test_times_are_utc_text_in_time_elements_the_script_adds_local_time_to
     assert '<time datetime="2026-03-29T05:00:00Z">2026-03-29 05:00:00Z</time>' in html
     js = (await client.get("/static/dashboard.js")).text
     assert "time[datetime]" in js and "getHours" in js
+
+
+# Invariant HTTP-I12
+async def test_run_filters_come_from_the_address_and_stay_in_the_form_and_the_pager(client, gw):
+    job = (await client.post("/api/jobs", json=JOB)).json()
+    for _ in range(3):
+        await client.post(f"/api/jobs/{job['job_id']}/run?wait=true", headers=WRITE)
+    gw.cron.insert_run(takeover_run(job["job_id"], 2.0))
+    html = (await client.get(f"/runs?job={job['job_id']}&status=ok&since=1h&limit=2")).text
+    assert f'<option value="{job["job_id"]}" selected>' in html
+    assert '<option value="ok" selected>ok</option>' in html
+    assert 'name="since" value="1h"' in html
+    assert html.count('<tr data-run-id="') == 2 and "r-takeover" not in html
+    pager = re.search(r'<a class="pager" href="([^"]+)"', html)
+    assert pager
+    assert pager.group(1).replace("&amp;", "&").endswith(
+        f"&job={job['job_id']}&status=ok&since=1h"
+    )
+    failures = (await client.get("/runs?status=error,timeout,takeover,interrupted")).text
+    assert "r-takeov" in failures and '<span class="status ok">' not in failures
+
+
+# Invariant HTTP-I12
+async def test_a_refused_run_filter_is_shown_next_to_its_field_with_the_apis_status(client):
+    r = await client.get("/runs?since=last+tuesday&status=ok")
+    assert r.status_code == 422
+    assert 'id="filter-since-error"' in r.text and "last tuesday" in r.text
+    assert 'name="since" value="last tuesday" ' in r.text  # kept, to be corrected
+    assert '<option value="ok" selected>' in r.text
+    api = await client.get("/api/runs?since=last+tuesday")
+    assert api.status_code == 422 and api.json()["error"]["field"] == "since"
+    r = await client.get("/runs?job=ffff")
+    assert r.status_code == 404 and 'id="filter-job-error"' in r.text

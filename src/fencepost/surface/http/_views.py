@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from ...runtime.gateway import Gateway
 from ._api import (
+    RUN_STATUSES,
     gateway_of,
     int_query,
     jobs_json,
@@ -24,7 +25,7 @@ from ._api import (
     sessions_list,
     verify_json,
 )
-from ._errors import ApiError
+from ._errors import ApiError, translate
 from ._records import session_summary, snapshot, thread_page
 
 __all__ = ["dashboard_routes", "make_templates"]
@@ -108,19 +109,47 @@ async def jobs_page(request: Request) -> Response:
     )
 
 
+#: The run filters the dashboard keeps in its address (Invariant HTTP-I12).
+RUN_FILTERS = ("job", "status", "since")
+
+#: The status choices the runs page offers besides single statuses.
+STATUS_GROUPS = {"error,timeout,takeover,interrupted": "any failure"}
+
+
 async def runs_page(request: Request) -> Response:
-    rows, more = runs_query(request)
+    """The ledger filtered by ``?job=&status=&since=`` (the API's own query parser). The
+    filters live only in the address, so a reload or a bookmark shows the same runs; a filter
+    the parser refuses is shown next to its field, with the parser's status."""
     q = request.query_params
+    filters = {name: q.get(name, "") for name in RUN_FILTERS}
+    status_code, problem = 200, None
+    try:
+        rows, more = runs_query(request)
+    except Exception as exc:  # translate() decides; anything not ours is raised again
+        api = translate(exc)
+        if api is None or api.status >= 500:
+            raise
+        rows, more, status_code = [], None, api.status
+        field = "job" if api.field in (None, "job_id") else api.field
+        problem = {"field": field, "message": api.message}
+    gw = gateway_of(request)
+    jobs = [{"job_id": j.job_id, "name": j.name} for j, _ in gw.cron.list_jobs()]
+    statuses = [*RUN_STATUSES, *STATUS_GROUPS]
     return _render(
         request,
         "runs.html",
+        status_code=status_code,
         title="Runs",
         nav="runs",
         runs=[run_json(r) for r in rows],
         next_before=more,
-        job=q.get("job", ""),
-        status=q.get("status", ""),
-        live="feed" if not q.get("before") else "",
+        filters=filters,
+        filtered=any(filters.values()),
+        jobs=jobs,
+        statuses=statuses,
+        status_labels=STATUS_GROUPS,
+        problem=problem,
+        live="feed" if not q.get("before") and problem is None else "",
     )
 
 

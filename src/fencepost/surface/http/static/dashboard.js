@@ -293,6 +293,21 @@
     });
   }
 
+  // ---- runs: the filters live in the address; empty ones are left out of it (HTTP-I12)
+  var filters = document.getElementById("run-filters");
+  if (filters) {
+    filters.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var q = new URLSearchParams();
+      new FormData(filters).forEach(function (value, name) { if (value) q.append(name, value); });
+      var qs = q.toString();
+      location.assign("/runs" + (qs ? "?" + qs : ""));
+    });
+    filters.querySelectorAll("select").forEach(function (s) {
+      s.addEventListener("change", function () { filters.requestSubmit(); });
+    });
+  }
+
   // ---- one session: the transcript thread, folded branches, records as they land
   document.addEventListener("click", function (ev) {
     var toggle = ev.target.closest && ev.target.closest("a.branch-toggle");
