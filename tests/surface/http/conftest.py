@@ -12,6 +12,7 @@ import httpx2
 import pytest
 import uvicorn
 
+from fencepost import message
 from fencepost.runtime.config import AgentConfig, GatewayConfig, StatePaths
 from fencepost.runtime.cron import RunRecord
 from fencepost.runtime.gateway import Gateway
@@ -46,6 +47,40 @@ def takeover_run(job_id: str, duration_s: float, **changes: Any) -> RunRecord:
         "error_message": "session taken over",
     }
     return RunRecord(**{**row, **changes})
+
+
+#: A writer name long enough to overflow a column that does not clip it.
+LONG_WRITER = "plugin:a-rather-long-plugin-name-for-layout"
+
+
+async def long_transcript(
+    gw: Gateway, session_id: str, n: int = 500, branch_at: int = 400, branch_len: int = 6
+) -> list[str]:
+    """``n`` records in one session: a chain, with ``branch_len`` records from ``branch_at`` on
+    forming a side branch off record ``branch_at - 1`` (the chain goes on from there), long
+    unbreakable words, long writer names and run ids. Returns the record ids in file order."""
+    ids = [f"{i:08x}" for i in range(n)]
+    parents: list[str | None] = [None]
+    for i in range(1, n):
+        if i == branch_at or i == branch_at + branch_len:
+            parents.append(ids[branch_at - 1])  # the fork, and the main line going on
+        else:
+            parents.append(ids[i - 1])
+    entries = []
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        text = f"record {i}: " + ("x" * 300 if i % 7 == 0 else "a readable line of text " * 12)
+        if branch_at <= i < branch_at + branch_len:
+            text = f"record {i}: an abandoned try on the side branch"
+        entries.append({**message(role, text), "id": ids[i], "parentId": parents[i]})
+    writers = ("operator", "delivery", LONG_WRITER, "heartbeat")
+    for start in range(0, n, 50):
+        w = writers[(start // 50) % len(writers)]
+        run_id = f"run-{start:04d}-with-a-long-identifier-that-goes-on"
+        await gw.store.session(session_id).append(
+            entries[start : start + 50], writer=w, run_id=run_id
+        )
+    return ids
 
 
 def gateway_config() -> GatewayConfig:

@@ -39,6 +39,7 @@ from ._schemas import openapi_document
 from ._sse import EventStream, gateway_events, session_tail
 
 __all__ = [
+    "RUN_STATUSES",
     "api_routes",
     "gateway_of",
     "int_query",

@@ -30,7 +30,7 @@ __all__ = [
     "session_summary",
     "snapshot",
     "summary",
-    "tree_rows",
+    "thread_page",
 ]
 
 #: Enough to hold the last record of nearly every transcript; a longer last line shows no writer.
@@ -108,20 +108,66 @@ def snapshot(session: Session) -> Snapshot:
     return Snapshot(t, data[: t.size].count(b"\n"), ino)
 
 
-def tree_rows(t: Transcript) -> list[dict[str, Any]]:
-    """Records in file order with their depth in the id/parentId tree and the active path."""
+def thread_page(
+    t: Transcript, offset: int, limit: int, open_branch: str | None = None
+) -> dict[str, Any]:
+    """Records ``offset .. offset + limit`` (file order) as a thread (Invariant HTTP-I11).
+
+    The active path and records without an id are ``main`` items, flat: no indentation per
+    tree level. Every other record belongs to the side branch rooted at its highest ancestor
+    off the active path; a page shows each branch once, as one ``branch`` item at the place of
+    its first record on the page, with its records (flat, file order), how many it has in the
+    whole transcript, and the index of the active record it forks from. O(records): parents
+    come before children in a transcript, so one pass in file order finds every branch root.
+    """
+    entries = t.entries
     active = {r.id for r in active_path(t) if r.id is not None}
-    depth: dict[str, int] = {}
-    rows = []
-    for i, rec in enumerate(t.entries):
-        d = depth.get(rec.parent_id, -1) + 1 if rec.parent_id else 0
-        if rec.id is not None:
-            depth[rec.id] = d
+    index_of: dict[str, int] = {}
+    root_of: dict[str, str] = {}  # off-path record id -> the id of its branch's root
+    sizes: dict[str, int] = {}
+    for i, rec in enumerate(entries):
+        if rec.id is None:
+            continue
+        index_of.setdefault(rec.id, i)
+        if rec.id in active:
+            continue
+        parent = rec.parent_id
+        root = root_of.get(parent, rec.id) if parent and parent not in active else rec.id
+        root_of.setdefault(rec.id, root)
+        sizes[root] = sizes.get(root, 0) + 1
+    items: list[dict[str, Any]] = []
+    branches: dict[str, dict[str, Any]] = {}
+    last_main: int | None = None
+    for i in range(offset, min(offset + limit, len(entries))):
+        rec = entries[i]
         row = record_json(i, rec)
-        row["depth"] = d
         row["active"] = rec.id in active
-        rows.append(row)
-    return rows
+        parent_index = index_of.get(rec.parent_id) if rec.parent_id else None
+        row["parent_index"] = parent_index
+        if rec.id is None or rec.id in active:
+            row["follows"] = parent_index is None or parent_index == last_main
+            last_main = i if rec.id is not None else last_main
+            items.append({"kind": "main", "record": row})
+            continue
+        root = root_of.get(rec.id, rec.id)
+        branch = branches.get(root)
+        if branch is None:
+            root_rec = entries[index_of.get(root, i)]
+            branch = {
+                "kind": "branch",
+                "branch_id": root,
+                "anchor_index": index_of.get(root_rec.parent_id) if root_rec.parent_id else None,
+                "total": sizes.get(root, 1),
+                "open": root == open_branch,
+                "records": [],
+            }
+            branches[root] = branch
+            items.append(branch)
+        prev = branch["records"][-1]["index"] if branch["records"] else branch["anchor_index"]
+        row["follows"] = parent_index is None or parent_index == prev
+        branch["records"].append(row)
+    leaf = next((r.id for r in reversed(entries) if r.id is not None), None)
+    return {"items": items, "total": len(entries), "leaf": leaf}
 
 
 def _last_record(path: str, size: int) -> dict[str, Any] | None:

@@ -748,10 +748,14 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/sessions/{session_id}": {
             "get": _op(
                 "session_page",
-                "Dashboard: a transcript tree with writers and fence events",
+                "Dashboard: the transcript as a thread (200 records a page), writers, fence events",
                 {"200": _HTML},
                 errors=[*_ONE_SESSION, "invalid"],
-                params=[_SESSION_ID, _int_param("offset", "First record shown", hi=_MAX_INDEX)],
+                params=[
+                    _SESSION_ID,
+                    _int_param("offset", "First record shown [the newest page]", hi=_MAX_INDEX),
+                    _param("open", "query", {"type": "string"}, "A side branch shown unfolded"),
+                ],
                 tag="dashboard",
             )
         },

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,6 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from ...runtime.gateway import Gateway
 from ._api import (
+    RUN_STATUSES,
     gateway_of,
     int_query,
     jobs_json,
@@ -23,13 +25,14 @@ from ._api import (
     sessions_list,
     verify_json,
 )
-from ._errors import ApiError
-from ._records import session_summary, snapshot, tree_rows
+from ._errors import ApiError, translate
+from ._records import session_summary, snapshot, thread_page
 
 __all__ = ["dashboard_routes", "make_templates"]
 
-#: A session page shows this many records (the newest); older ones are a link away.
-PAGE_RECORDS = 1000
+#: A transcript page: enough to read a few turns, small enough that a browser lays it out at
+#: once; the newest page is the default, older ones are a link away (Invariant HTTP-I11).
+PAGE_RECORDS = 200
 
 HERE = Path(__file__).parent
 
@@ -37,7 +40,9 @@ HERE = Path(__file__).parent
 NONE = "\N{EN DASH}"
 
 
-def _when(value: Any) -> str:
+def _when(value: Any) -> Markup | str:
+    """A time as UTC text in a ``<time>`` element; the page's script adds the reader's local
+    time beside it (Invariant HTTP-I13), and without the script the UTC text stands alone."""
     if value is None or value == "":
         return NONE
     if isinstance(value, int | float):
@@ -51,7 +56,10 @@ def _when(value: Any) -> str:
         return str(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+    value = value.astimezone(UTC)
+    iso = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = value.strftime("%Y-%m-%d %H:%M:%SZ")
+    return Markup('<time datetime="{}">{}</time>').format(escape(iso), escape(text))
 
 
 def _size(n: int | None) -> str:
@@ -85,24 +93,63 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
 
 
 async def jobs_page(request: Request) -> Response:
+    """Jobs with their state, and a form that creates and edits them. Invariant HTTP-I14: the
+    page's script changes jobs only through the JSON API (``_api.create_job``, ``patch_job``,
+    ``delete_job``, ``run_job``), so the dashboard refuses exactly what the API refuses."""
     gw = gateway_of(request)
     jobs = jobs_json(gw.cron)
-    return _render(request, "jobs.html", title="Jobs", nav="jobs", jobs=jobs, live="feed")
+    return _render(
+        request,
+        "jobs.html",
+        title="Jobs",
+        nav="jobs",
+        jobs=jobs,
+        agents=sorted(gw.agents),
+        live="feed",
+    )
+
+
+#: The run filters the dashboard keeps in its address (Invariant HTTP-I12).
+RUN_FILTERS = ("job", "status", "since")
+
+#: The status choices the runs page offers besides single statuses.
+STATUS_GROUPS = {"error,timeout,takeover,interrupted": "any failure"}
 
 
 async def runs_page(request: Request) -> Response:
-    rows, more = runs_query(request)
+    """The ledger filtered by ``?job=&status=&since=`` (the API's own query parser). The
+    filters live only in the address, so a reload or a bookmark shows the same runs; a filter
+    the parser refuses is shown next to its field, with the parser's status."""
     q = request.query_params
+    filters = {name: q.get(name, "") for name in RUN_FILTERS}
+    status_code, problem = 200, None
+    try:
+        rows, more = runs_query(request)
+    except Exception as exc:  # translate() decides; anything not ours is raised again
+        api = translate(exc)
+        if api is None or api.status >= 500:
+            raise
+        rows, more, status_code = [], None, api.status
+        field = "job" if api.field in (None, "job_id") else api.field
+        problem = {"field": field, "message": api.message}
+    gw = gateway_of(request)
+    jobs = [{"job_id": j.job_id, "name": j.name} for j, _ in gw.cron.list_jobs()]
+    statuses = [*RUN_STATUSES, *STATUS_GROUPS]
     return _render(
         request,
         "runs.html",
+        status_code=status_code,
         title="Runs",
         nav="runs",
         runs=[run_json(r) for r in rows],
         next_before=more,
-        job=q.get("job", ""),
-        status=q.get("status", ""),
-        live="feed" if not q.get("before") else "",
+        filters=filters,
+        filtered=any(filters.values()),
+        jobs=jobs,
+        statuses=statuses,
+        status_labels=STATUS_GROUPS,
+        problem=problem,
+        live="feed" if not q.get("before") and problem is None else "",
     )
 
 
@@ -121,26 +168,38 @@ async def sessions_page(request: Request) -> Response:
     )
 
 
-def _session_view(gw: Gateway, session_id: str, offset: int | None) -> dict[str, Any]:
+def _session_view(
+    gw: Gateway, session_id: str, offset: int | None, open_branch: str | None
+) -> dict[str, Any]:
     """Everything the session page shows. O(transcript size): run in a worker thread
     (Invariant HTTP-I7)."""
     session = gw.store.session(session_id)
     snap = snapshot(session)
-    rows = tree_rows(snap.transcript)
-    default = max(0, len(rows) - PAGE_RECORDS)
-    offset = default if offset is None else offset
-    shown = rows[offset : offset + PAGE_RECORDS]
-    at_end = offset + len(shown) >= len(rows)
+    total = len(snap.transcript.entries)
+    last = max(0, total - PAGE_RECORDS)  # the newest page: always a full one
+    offset = last if offset is None else min(offset, last)
+    thread = thread_page(snap.transcript, offset, PAGE_RECORDS, open_branch)
+    shown = min(PAGE_RECORDS, total - offset)
+    at_end = offset >= last
     return dict(
         title=f"Session {session_id}",
         nav="sessions",
         session_id=session_id,
         summary=session_summary(gw.store, session_id),
         header=snap.transcript.header.data if snap.transcript.header else None,
-        records=shown,
-        total=len(rows),
+        thread=thread["items"],
+        leaf=thread["leaf"] or "",
+        total=total,
         offset=offset,
-        next_index=len(rows),
+        shown=shown,
+        page_size=PAGE_RECORDS,
+        pages=dict(
+            first=0 if offset > 0 else None,
+            prev=max(0, offset - PAGE_RECORDS) if offset > 0 else None,
+            next=min(offset + PAGE_RECORDS, last) if not at_end else None,
+            end=last if not at_end else None,
+        ),
+        next_index=total,
         follow=at_end,
         verify=verify_json(gw, session_id),
         fence_events=[dataclasses.asdict(e) for e in session.fence_events()],
@@ -154,7 +213,8 @@ async def session_page(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     gw.store.session(session_id)  # a path-like id is refused before any thread is used
     offset = int_query(request, "offset", None, 0, 2**31)
-    view = await run_in_threadpool(_session_view, gw, session_id, offset)
+    open_branch = request.query_params.get("open") or None
+    view = await run_in_threadpool(_session_view, gw, session_id, offset, open_branch)
     return _render(request, "session.html", **view)
 
 

@@ -1,4 +1,5 @@
 // fencepost dashboard: live updates over server-sent events; no build step, no framework.
+// Every change goes through the JSON API, which does all the validation (docs/design/http.md).
 (function () {
   "use strict";
   var body = document.body;
@@ -19,19 +20,66 @@
     box.replaceChildren(div);
   }
 
-  // Requests that change something carry JSON and X-Fencepost (the server refuses others).
-  function post(url, data) {
+  // Requests that change something carry JSON and X-Fencepost (the server refuses others,
+  // HTTP-I6). A refusal rejects with the API's error: message, code and the field it names.
+  function send(method, url, data) {
     return fetch(url, {
-      method: "POST",
+      method: method,
       headers: { "Content-Type": "application/json", "X-Fencepost": "1" },
-      body: JSON.stringify(data || {}),
+      body: data === undefined ? undefined : JSON.stringify(data),
       credentials: "same-origin",
     }).then(function (r) {
       return r.json().then(function (j) {
-        if (!r.ok) throw new Error((j.error && j.error.message) || r.statusText);
+        if (!r.ok) {
+          var err = j.error || {};
+          var e = new Error(err.message || r.statusText);
+          e.field = err.field || null;
+          e.code = err.code || null;
+          throw e;
+        }
         return j;
       });
     });
+  }
+  function post(url, data) { return send("POST", url, data || {}); }
+
+  // ---- times: the server writes UTC; the reader's local time goes beside it (HTTP-I13)
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function zoneName(d) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(d);
+      for (var i = 0; i < parts.length; i++) if (parts[i].type === "timeZoneName") return parts[i].value;
+    } catch (e) { /* an old browser: say "local" */ }
+    return "local";
+  }
+  function localText(d) {
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + " " + zoneName(d);
+  }
+  function localize(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      var next = t.nextElementSibling;
+      if (next && next.classList.contains("local")) return;
+      var d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      var span = document.createElement("span");
+      span.className = "local";
+      span.title = "your local time";
+      span.textContent = localText(d);
+      t.after(span);
+    });
+  }
+  localize(document);
+
+  // As the server renders times: <time datetime="…Z">2026-03-29 07:00:00Z</time>.
+  function timeElement(ts) {
+    var d = ts ? new Date(ts) : null;
+    if (!d || isNaN(d)) return document.createTextNode(ts || "\u2013");
+    var t = document.createElement("time");
+    var iso = d.toISOString().slice(0, 19) + "Z";
+    t.setAttribute("datetime", iso);
+    t.textContent = iso.replace("T", " ");
+    return t;
   }
 
   // ---- jobs, runs, sessions: re-render the page's main part when the gateway reports events
@@ -46,7 +94,8 @@
         if (!html) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("main");
-        if (fresh) document.getElementById("main").replaceChildren(...fresh.childNodes);
+        var main = document.getElementById("main");
+        if (fresh) { main.replaceChildren(...fresh.childNodes); localize(main); }
       })
       .catch(function () {})
       .finally(function () { refreshing = false; });
@@ -66,16 +115,214 @@
     setInterval(function () { schedule(0); }, 5000); // the ledger changes after the turn events
   }
 
+  // ---- jobs: run, edit, enable / disable, delete, create
+  function jobUrl(id) { return "/api/jobs/" + encodeURIComponent(id); }
+
   document.addEventListener("click", function (ev) {
-    var btn = ev.target.closest && ev.target.closest("button[data-run-job]");
+    var btn = ev.target.closest && ev.target.closest("button");
     if (!btn) return;
-    btn.disabled = true;
-    post("/api/jobs/" + encodeURIComponent(btn.dataset.runJob) + "/run")
-      .then(function (j) { flash("started run " + j.run_id); schedule(200); })
-      .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    var d = btn.dataset;
+    if (d.runJob) {
+      btn.disabled = true;
+      post(jobUrl(d.runJob) + "/run")
+        .then(function (j) { flash("started run " + j.run_id); schedule(200); })
+        .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    } else if (d.editJob) {
+      fetch(jobUrl(d.editJob), { credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (job) { if (job.error) throw new Error(job.error.message); openJobForm(job); })
+        .catch(function (e) { flash(e.message, true); });
+    } else if (d.toggleJob) {
+      var enable = d.enable === "true";
+      btn.disabled = true;
+      send("PATCH", jobUrl(d.toggleJob), { enabled: enable })
+        .then(function (j) { flash((enable ? "enabled " : "disabled ") + j.name); refresh(); })
+        .catch(function (e) { flash(e.message, true); btn.disabled = false; });
+    } else if (d.deleteJob) {
+      var row = btn.closest("tr");
+      var name = row ? row.dataset.jobName : d.deleteJob;
+      if (!window.confirm("Delete the job " + name + "? Its runs stay in the ledger.")) return;
+      send("DELETE", jobUrl(d.deleteJob))
+        .then(function (j) { if (row) row.remove(); flash("deleted " + j.name); refresh(); })
+        .catch(function (e) { flash(e.message, true); });
+    } else if (btn.id === "new-job") {
+      openJobForm(null);
+    } else if (btn.id === "job-cancel") {
+      document.getElementById("job-dialog").close();
+    }
   });
 
-  // ---- one session: append records as they land
+  var dialog = document.getElementById("job-dialog");
+  var jobForm = document.getElementById("job-form");
+  var editing = null;
+  var initial = null;
+  var VALUE_KEY = { every: "every", cron: "expr", at: "at" };
+  var HINTS = {
+    every: "30m, 1h or 1d",
+    cron: "0 7 * * 1-5, or @daily",
+    at: "2030-01-01T07:00Z, or 20m from now",
+  };
+
+  function seconds(s) { // 3600 → "1h", as people write an every schedule
+    var units = [[86400, "d"], [3600, "h"], [60, "m"]];
+    for (var i = 0; i < units.length; i++) {
+      if (s >= units[i][0] && s % units[i][0] === 0) return s / units[i][0] + units[i][1];
+    }
+    return String(s);
+  }
+
+  function values() {
+    var el = jobForm.elements;
+    return {
+      name: el.name.value, agent: el.agent.value,
+      schedule_kind: el.schedule_kind.value, schedule_value: el.schedule_value.value,
+      schedule_tz: el.schedule_tz.value,
+      payload_kind: el.payload_kind.value, payload_text: el.payload_text.value,
+      target: el.target.value, model: el.model.value, timeout_s: el.timeout_s.value,
+      delivery: el.delivery.value, enabled: el.enabled.checked,
+    };
+  }
+
+  function scheduleOf(v) {
+    var s = { kind: v.schedule_kind };
+    s[VALUE_KEY[v.schedule_kind] || "every"] = v.schedule_value;
+    if (v.schedule_tz) s.tz = v.schedule_tz;
+    return s;
+  }
+
+  function createBody(v) {
+    var b = {
+      name: v.name, agent: v.agent, schedule: scheduleOf(v),
+      payload: { kind: v.payload_kind, text: v.payload_text }, enabled: v.enabled,
+    };
+    ["target", "model", "timeout_s", "delivery"].forEach(function (k) { if (v[k] !== "") b[k] = v[k]; });
+    return b;
+  }
+
+  // An edit sends what changed, so an untouched schedule keeps its next run.
+  function editBody(v) {
+    var b = {};
+    var changed = function (k) { return v[k] !== initial[k]; };
+    if (changed("name")) b.name = v.name;
+    if (changed("agent")) b.agent = v.agent;
+    if (changed("schedule_kind") || changed("schedule_value") || changed("schedule_tz")) b.schedule = scheduleOf(v);
+    if (changed("payload_text")) b.payload = { kind: v.payload_kind, text: v.payload_text };
+    if (changed("target")) b.target = v.target || "isolated";
+    if (changed("model")) b.model = v.model || null;
+    if (changed("timeout_s")) b.timeout_s = v.timeout_s || null;
+    if (changed("delivery")) b.delivery = v.delivery || "none";
+    if (changed("enabled")) b.enabled = v.enabled;
+    return b;
+  }
+
+  function kindChanged() {
+    var hint = document.getElementById("jf-schedule-value-hint");
+    if (hint) hint.textContent = HINTS[jobForm.elements.schedule_kind.value] || "";
+  }
+
+  function clearErrors() {
+    jobForm.querySelector(".form-error").textContent = "";
+    jobForm.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
+    jobForm.querySelectorAll("[aria-invalid]").forEach(function (e) {
+      e.removeAttribute("aria-invalid");
+      e.removeAttribute("aria-describedby");
+    });
+  }
+
+  // The API names the field at fault (HTTP-G2); its message goes next to that field.
+  function showError(e) {
+    var where = null;
+    if (e.field) {
+      jobForm.querySelectorAll(".field").forEach(function (f) {
+        if (!where && f.dataset.fields.split(" ").indexOf(e.field) >= 0) where = f;
+      });
+    }
+    if (!where) { jobForm.querySelector(".form-error").textContent = e.message; return; }
+    var msg = where.querySelector(".field-error");
+    msg.textContent = e.message;
+    var input = where.querySelector("input, select, textarea");
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", msg.id);
+    input.focus();
+  }
+
+  function openJobForm(job) {
+    jobForm.reset();
+    clearErrors();
+    editing = job ? job.job_id : null;
+    var el = jobForm.elements;
+    if (job) {
+      var s = job.schedule;
+      el.name.value = job.name;
+      el.agent.value = job.agent;
+      el.schedule_kind.value = s.kind;
+      el.schedule_value.value = s.kind === "every" ? seconds(s.every_s) : s.kind === "cron" ? s.expr : s.at;
+      el.schedule_tz.value = s.kind === "cron" ? s.tz || "" : "";
+      el.payload_kind.value = job.payload.kind;
+      el.payload_text.value = job.payload.text;
+      el.target.value = job.target;
+      el.model.value = job.model || "";
+      el.timeout_s.value = String(job.timeout_s);
+      var dl = job.delivery || { kind: "none" };
+      el.delivery.value = dl.kind === "none" ? "" : dl.kind === "session" ? "session:" + dl.to : dl.to;
+      el.enabled.checked = job.enabled;
+    }
+    document.getElementById("job-form-title").textContent = job ? "Edit " + job.name : "New job";
+    document.getElementById("job-submit").textContent = job ? "save" : "create";
+    initial = values();
+    kindChanged();
+    dialog.showModal();
+  }
+
+  if (jobForm) {
+    jobForm.elements.schedule_kind.addEventListener("change", kindChanged);
+    jobForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearErrors();
+      var v = values();
+      var req = editing
+        ? send("PATCH", jobUrl(editing), editBody(v))
+        : send("POST", "/api/jobs", createBody(v));
+      var submit = document.getElementById("job-submit");
+      submit.disabled = true;
+      req.then(function (j) {
+        dialog.close();
+        flash((editing ? "saved " : "created ") + j.name);
+        refresh();
+      }).catch(showError).finally(function () { submit.disabled = false; });
+    });
+  }
+
+  // ---- runs: the filters live in the address; empty ones are left out of it (HTTP-I12)
+  var filters = document.getElementById("run-filters");
+  if (filters) {
+    filters.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var q = new URLSearchParams();
+      new FormData(filters).forEach(function (value, name) { if (value) q.append(name, value); });
+      var qs = q.toString();
+      location.assign("/runs" + (qs ? "?" + qs : ""));
+    });
+    filters.querySelectorAll("select").forEach(function (s) {
+      s.addEventListener("change", function () { filters.requestSubmit(); });
+    });
+  }
+
+  // ---- one session: the transcript thread, folded branches, records as they land
+  document.addEventListener("click", function (ev) {
+    var toggle = ev.target.closest && ev.target.closest("a.branch-toggle");
+    if (toggle) {
+      ev.preventDefault();
+      var open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      document.querySelectorAll('#records tr.record.side[data-branch="' + CSS.escape(toggle.dataset.branch) + '"]')
+        .forEach(function (tr) { tr.hidden = !open; });
+      return;
+    }
+    var clamp = ev.target.closest && ev.target.closest("#records td.rec .clamp");
+    if (clamp && !window.getSelection().toString()) clamp.classList.toggle("open");
+  });
+
   var sid = body.dataset.session;
   if (sid) {
     var form = document.getElementById("send-message");
@@ -88,28 +335,56 @@
         .catch(function (e) { flash(e.message, true); });
     });
   }
+
+  // Re-read the thread when a record forks: the active path moved, branches change. A live
+  // page is the newest one, so the newest is read (the address may name an older offset).
+  // Records that land while the page is read are handled again once the new thread is in place.
+  var rereading = false;
+  var pending = [];
+  function rereadThread() {
+    if (rereading) return;
+    rereading = true;
+    fetch(location.pathname, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("records");
+        if (!fresh) return;
+        document.getElementById("records").replaceWith(fresh);
+        localize(fresh);
+        var count = doc.getElementById("record-count");
+        var mine = document.getElementById("record-count");
+        if (count && mine) mine.textContent = count.textContent;
+      })
+      .catch(function () {})
+      .finally(function () {
+        rereading = false;
+        var again = pending;
+        pending = [];
+        again.forEach(onRecord);
+      });
+  }
+
+  function onRecord(r) {
+    if (rereading) { pending.push(r); return; }
+    var table = document.getElementById("records");
+    if (table.querySelector('tr[data-index="' + r.index + '"]')) return; // already shown
+    var leaf = table.dataset.leaf || "";
+    if (r.id && (r.parentId || "") !== leaf) { rereadThread(); return; }
+    table.tBodies[0].appendChild(recordRow(r, r.id ? "active" : ""));
+    if (r.id) table.dataset.leaf = r.id;
+    var count = document.getElementById("record-count");
+    if (count) count.textContent = String(r.index + 1);
+  }
+
   if (sid && live === "session") {
-    var tbody = document.querySelector("#records tbody");
     var next = parseInt(body.dataset.nextIndex || "0", 10);
     var src = new EventSource("/api/sessions/" + encodeURIComponent(sid) + "/events?offset=" + next);
     src.addEventListener("ready", function () { setLive(true); });
     src.onerror = function () { setLive(false); };
     src.addEventListener("reset", function () { src.close(); location.reload(); });
-    src.addEventListener("record", function (ev) {
-      var r = JSON.parse(ev.data);
-      if (tbody.querySelector('tr[data-index="' + r.index + '"]')) return; // already shown
-      tbody.appendChild(recordRow(r));
-      markActive(r.id);
-      var count = document.getElementById("record-count");
-      if (count) count.textContent = String(r.index + 1);
-    });
-  }
-
-  // As the server renders times: "2026-03-29 07:00:00Z".
-  function when(ts) {
-    var d = ts ? new Date(ts) : null;
-    if (!d || isNaN(d)) return ts || "\u2013";
-    return d.toISOString().slice(0, 19).replace("T", " ") + "Z";
+    src.addEventListener("record", function (ev) { onRecord(JSON.parse(ev.data)); });
   }
 
   function cell(text, cls) {
@@ -119,56 +394,48 @@
     return td;
   }
 
-  function recordRow(r) {
-    var parent = r.parentId ? tbody.querySelector('tr[data-id="' + r.parentId + '"]') : null;
-    var depth = parent ? parseInt(parent.dataset.depth, 10) + 1 : 0;
+  // The same row as the server's record_row macro (session.html), for a record on the path.
+  function recordRow(r, cls) {
     var tr = document.createElement("tr");
-    tr.className = "record fresh";
+    tr.className = "record fresh" + (cls ? " " + cls : "");
     tr.dataset.index = r.index;
     tr.dataset.id = r.id || "";
     tr.dataset.parent = r.parentId || "";
-    tr.dataset.depth = depth;
     tr.appendChild(cell(String(r.index), "num"));
-    var tree = document.createElement("td");
-    tree.className = "tree";
-    tree.style.paddingLeft = (0.4 + depth * 1.1) + "em";
+    var rec = document.createElement("td");
+    rec.className = "rec";
+    var clamp = document.createElement("div");
+    clamp.className = "clamp";
     var type = document.createElement("span");
     type.className = "type";
     type.textContent = r.type;
     var summary = document.createElement("span");
     summary.className = "summary";
     summary.textContent = r.summary;
-    tree.append(type, " ", summary);
-    tr.appendChild(tree);
+    clamp.append(type, " ", summary);
+    rec.appendChild(clamp);
+    tr.appendChild(rec);
     var wtd = document.createElement("td");
+    wtd.className = "writer-cell";
     var w = document.createElement("span");
-    if (r.writer) { w.className = "writer w-" + r.writer.split(":")[0]; w.textContent = r.writer; }
+    if (r.writer) { w.className = "writer w-" + r.writer.split(":")[0]; w.textContent = r.writer; w.title = r.writer; }
     else { w.className = "dim"; w.textContent = "no stamp"; }
     wtd.appendChild(w);
     tr.appendChild(wtd);
     var run = document.createElement("td");
+    run.className = "run-cell";
     var code = document.createElement("code");
-    code.textContent = (r.run_id || "–").slice(0, 14);
+    code.textContent = r.run_id || "\u2013";
     code.title = r.run_id || "";
     run.appendChild(code);
     tr.appendChild(run);
-    tr.appendChild(cell(r.epoch == null ? "–" : String(r.epoch), "num"));
-    tr.appendChild(cell(r.seq == null ? "–" : String(r.seq), "num"));
-    tr.appendChild(cell(when(r.timestamp), "dim"));
+    tr.appendChild(cell(r.epoch == null ? "\u2013" : String(r.epoch), "num epoch-cell"));
+    tr.appendChild(cell(r.seq == null ? "\u2013" : String(r.seq), "num seq-cell"));
+    var time = document.createElement("td");
+    time.className = "time-cell dim";
+    time.appendChild(timeElement(r.timestamp));
+    tr.appendChild(time);
+    localize(tr);
     return tr;
-  }
-
-  // The active path is the chain of parents from the newest record (the leaf).
-  function markActive(leafId) {
-    if (!leafId) return;
-    var rows = tbody.querySelectorAll("tr.record");
-    var byId = {};
-    rows.forEach(function (tr) { tr.classList.remove("active"); if (tr.dataset.id) byId[tr.dataset.id] = tr; });
-    var cur = byId[leafId], seen = {};
-    while (cur && !seen[cur.dataset.id]) {
-      seen[cur.dataset.id] = true;
-      cur.classList.add("active");
-      cur = cur.dataset.parent ? byId[cur.dataset.parent] : null;
-    }
   }
 })();
