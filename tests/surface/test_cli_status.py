@@ -94,7 +94,7 @@ def test_logs_shows_the_last_lines_filtered_by_level_oldest_file_first_cli_i7(tm
     assert "no gateway log yet" in invoke(["logs"], tmp_path / "empty").stdout
 
 
-def test_logs_follow_prints_lines_as_they_are_appended_cli_i7(tmp_path):
+def test_logs_follow_prints_lines_as_they_are_appended_across_a_rotation_cli_i7(tmp_path):
     path = write_log(tmp_path, LINES[:1])
     proc = subprocess.Popen(
         [sys.executable, "-m", "fencepost", "logs", "--home", str(tmp_path), "-f"],
@@ -113,6 +113,9 @@ def test_logs_follow_prints_lines_as_they_are_appended_cli_i7(tmp_path):
         with path.open("a") as f:
             f.write(json.dumps(LINES[1]) + "\n")
         assert "rate_limit: slow down" in next_line()
+        path.rename(path.with_name("gateway.jsonl.1"))  # the gateway rotates its log
+        write_log(tmp_path, LINES[2:])
+        assert "run finished" in next_line()
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -199,14 +199,20 @@ def logs(home: Path | None, lines: int, follow: bool, level: str, as_json: bool)
         click.echo(f"no gateway log yet in {paths.logs} (the gateway writes it when it runs)")
         return
     last: deque[str] = deque(maxlen=max(0, lines))
+    resume: tuple[int, int] | None = None  # (inode, offset) of the current log after the tail
     for path in files:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            last.extend(line for line in f if _wanted(line, floor))
+        with path.open("rb") as f:
+            data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+            if path.name == "gateway.jsonl":
+                resume = (os.fstat(f.fileno()).st_ino, len(complete))
+        text = complete.decode("utf-8", errors="replace")
+        last.extend(line for line in text.splitlines(keepends=True) if _wanted(line, floor))
     for raw in last:
         _echo(raw, as_json)
     if follow:
         sys.stdout.flush()  # a pipe (`| grep`) sees the tail now, not at exit
-        _follow(paths.logs / "gateway.jsonl", floor, as_json)
+        _follow(paths.logs / "gateway.jsonl", resume, floor, as_json)
 
 
 def _echo(raw: str, as_json: bool) -> None:
@@ -215,33 +221,39 @@ def _echo(raw: str, as_json: bool) -> None:
         click.echo(text)
 
 
-def _follow(path: Path, floor: int, as_json: bool) -> None:
-    """Print lines appended to ``path``; reopen when the log rotates (a new inode)."""
+def _follow(path: Path, resume: tuple[int, int] | None, floor: int, as_json: bool) -> None:
+    """Print lines appended to ``path`` from ``resume`` (where the tail stopped, so no line is
+    lost or repeated in between); reopen when the log rotates (a new inode)."""
     f = None
-    inode = None
-    pending = ""
+    inode, offset = resume if resume is not None else (None, 0)
+    pending = b""
+
+    def drain(f: BinaryIO) -> None:
+        nonlocal pending
+        *done, pending = (pending + f.read()).split(b"\n")
+        for raw in done:
+            line = raw.decode("utf-8", errors="replace") + "\n"
+            if _wanted(line, floor):
+                _echo(line, as_json)
+        sys.stdout.flush()
+
     try:
         while True:
             if f is None and path.exists():
-                f = path.open(encoding="utf-8", errors="replace")
-                if inode is None:
-                    f.seek(0, os.SEEK_END)  # the tail was printed already
+                f = path.open("rb")
+                same = os.fstat(f.fileno()).st_ino == inode
+                f.seek(offset if same else 0)  # a new file (rotated since): from its start
                 inode = os.fstat(f.fileno()).st_ino
             if f is not None:
-                for chunk in iter(f.readline, ""):
-                    pending += chunk
-                    if pending.endswith("\n"):  # a line still being written waits for its end
-                        if _wanted(pending, floor):
-                            _echo(pending, as_json)
-                        pending = ""
-                sys.stdout.flush()
+                drain(f)
                 try:
                     rotated = path.stat().st_ino != inode
                 except FileNotFoundError:
                     rotated = True
                 if rotated:
+                    drain(f)  # what the old file got before it was renamed
                     f.close()
-                    f, pending = None, ""
+                    f, pending = None, b""
             time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:
         pass
