@@ -120,3 +120,12 @@ def test_logs_follow_prints_lines_as_they_are_appended_across_a_rotation_cli_i7(
         proc.terminate()
         proc.wait(timeout=10)
         proc.stdout.close()
+
+
+def test_the_gateway_process_runs_on_the_c_allocator_gateway_i7(tmp_path):
+    """Invariant GATEWAY-I7: the long-running process re-executes itself once with
+    ``PYTHONMALLOC=malloc`` (same pid), so the periodic trim reaches Python's objects too."""
+    with running_gateway(tmp_path, env={"PYTHONMALLOC": ""}) as gw:
+        environ = Path(f"/proc/{gw.proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ
+        assert invoke(["status"], tmp_path).code == 0
