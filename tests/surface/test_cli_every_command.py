@@ -51,6 +51,9 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "logs": [[], ["-n", "5", "--level", "warning"], ["--json"]],
     "memory search": [["status"]],
     "reload": [[], ["--json"]],
+    "service install": [["--print"]],
+    "service status": [["--name", "fencepost-test-absent"]],
+    "service uninstall": [["--name", "fencepost-test-absent"]],
     "sessions adopt": [["{session}", "--note", "checked by hand"]],
     "sessions append": [
         ["{session}", "--writer", "delivery", "--entry", ENTRY],

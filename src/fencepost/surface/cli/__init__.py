@@ -28,6 +28,7 @@ from .doctor import doctor, init
 from .gateway import demo, gateway, reload
 from .gc import gc
 from .memory import memory
+from .service import service
 from .sessions import sessions
 from .status import logs, status
 from .trajectory import trajectory
@@ -68,6 +69,7 @@ cli.add_command(init)
 cli.add_command(gc)
 cli.add_command(status)
 cli.add_command(logs)
+cli.add_command(service)
 
 
 #: Commands whose process runs for months (docs/design/gateway.md GATEWAY-I7).
