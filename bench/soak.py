@@ -3,9 +3,10 @@
 With the gateway's own cooperative writers at work the whole time (the model-snapshot plugin in
 every run, each reply mirrored into the agent's main session, a heartbeat turn on that session,
 the memory index and trajectories following every run). Every 1,000 finished runs it prints the
-gateway's peak open descriptors and RSS over the last 1,000 runs (sampled every second), threads, child processes, the state directory and cron.db sizes
-and runs/s; at the end it checks (issue 13): descriptors flat after warm-up, RSS growth under 10%
-from run 2,000 to the end, zero failed runs, every run in the ledger, `fencepost doctor` clean.
+gateway's peak open descriptors and RSS over those runs (sampled every second), threads, child
+processes, the state directory and cron.db sizes and runs/s; at the end it checks (issue 13):
+descriptors flat after warm-up, RSS growth under 10% from run 2,000 to the end, zero failed runs,
+every run in the ledger, `fencepost doctor` clean.
 
 Run: python bench/soak.py [--runs 10000] [--jobs 100] [--every 10s] [--durability fsync|buffered]
      [--nofile 1024] [--dir DIR] [--keep]
