@@ -45,7 +45,7 @@ def test_verify_names_each_problem_by_line_and_exits_1(tmp_path):
     store = SessionStore(tmp_path, durability="buffered")
     import asyncio
 
-    asyncio.run(store.session("bad").append(message("user", "x"), writer="attempt"))
+    asyncio.run(store.session("bad").append(message("user", "x"), writer="delivery"))
     with open(path, "ab") as f:
         f.write(b"\xff\xfe\n{not json}\n[1,2]\n" + b'{"type":"message","id":"abcd0000"}\n')
     before = path.read_bytes()
@@ -256,3 +256,25 @@ def test_sessions_compact_dry_run_writes_nothing_and_compact_appends_one_verifie
     by_model = procs.cli("sessions", "compact", "--root", root, *home, "m", "--keep-tokens", "100")
     assert by_model.returncode == 0, by_model.stderr.decode()
     assert b"compacted" in by_model.stdout
+
+
+def test_append_refuses_a_repeated_id_an_unknown_parent_and_the_lease_holders_kinds(tmp_path):
+    """Invariants STORE-I13, STORE-I14: refused before writing, exit 2, the field named."""
+    root = str(tmp_path)
+
+    def append(writer: str, obj: dict) -> subprocess.CompletedProcess[bytes]:
+        args = ["--root", root, "s", "--writer", writer, "--entry", json.dumps(obj)]
+        return procs.cli("sessions", "append", *args)
+
+    msg = {"type": "message", "message": {"role": "user", "content": "a"}}
+    assert append("delivery", {**msg, "id": "0000aaaa"}).returncode == 0
+    before = (tmp_path / "s.jsonl").read_bytes()
+    res = append("delivery", {**msg, "id": "0000aaaa"})
+    assert res.returncode == 2 and b"'id' '0000aaaa' is already the id" in res.stderr
+    res = append("delivery", {**msg, "parentId": "ffffffff"})
+    assert res.returncode == 2 and b"'parentId' 'ffffffff' names no record" in res.stderr
+    for kind in ("attempt", "compaction"):
+        res = append(kind, msg)
+        assert res.returncode == 2 and b"reserved for the holder" in res.stderr, res.stderr
+    assert (tmp_path / "s.jsonl").read_bytes() == before
+    assert procs.cli("sessions", "verify", "--root", root, "s").returncode == 0

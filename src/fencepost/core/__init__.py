@@ -34,7 +34,15 @@ from ._lease import (
     fence_verdict,
     holder_alive,
 )
-from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate_writer_kind
+from ._stamp import (
+    BUILTIN_WRITER_KINDS,
+    LEASE_WRITER_KINDS,
+    STAMP_KEY,
+    Stamp,
+    WriterKind,
+    validate_cooperative_writer_kind,
+    validate_writer_kind,
+)
 from ._state import LeaseHolder
 from ._store import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -56,6 +64,7 @@ from ._writelock import WriteLock, WriteLockStatistics
 
 __all__ = [
     "BUILTIN_WRITER_KINDS",
+    "LEASE_WRITER_KINDS",
     "DEFAULT_LOCK_TIMEOUT_S",
     "DEFAULT_MAX_OPEN_SESSIONS",
     "ENTRY_TYPES",
@@ -110,6 +119,7 @@ __all__ = [
     "text_problem",
     "thinking_level_change",
     "validate_session_id",
+    "validate_cooperative_writer_kind",
     "validate_writer_kind",
     "verify_transcript",
     "walk_chain",

@@ -34,6 +34,7 @@ from ..errors import (
     InvalidSessionIdError,
     OutsideProtocolChangeError,
     SessionNotFoundError,
+    TranscriptFormatError,
 )
 from ._chain import ChainReport, walk_chain
 from ._fence import (
@@ -48,13 +49,14 @@ from ._fence import (
 from ._format import (
     Transcript,
     encode_record,
+    iter_lines,
     make_header,
     read_transcript,
     utc_timestamp,
     validate_entry,
 )
 from ._lease import DEFAULT_LEASE_TTL_S, Attempt, open_attempt
-from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_writer_kind
+from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_cooperative_writer_kind
 from ._state import (
     EMPTY_STATE,
     FileState,
@@ -483,8 +485,11 @@ class Session:
         Missing ``id``, ``parentId`` and ``timestamp`` are filled in. The batch lands as
         consecutive complete lines or not at all. Raises OutsideProtocolChangeError (after
         recording a fence event) instead of writing on top of a change made outside the protocol.
+        Refused before writing, nothing written: a lease holder's writer kind (ValueError,
+        STORE-I14), a malformed entry, or an ``id`` / ``parentId`` that does not fit the
+        transcript (TranscriptFormatError, STORE-I13).
         """
-        validate_writer_kind(writer)
+        validate_cooperative_writer_kind(writer)
         # Invariant LEASE-I6: cooperative writers never take or check the lease; they write
         # under the current epoch, and the holder's fence picks their records up.
         batch = [entries] if isinstance(entries, Mapping) else list(entries)
@@ -515,6 +520,11 @@ class Session:
             committed, observed, batch, adopted = self._prepare_first_write(batch)
         else:
             adopted = None
+        # Invariant STORE-I13: a caller that names ids (rare: the protocol assigns them) pays
+        # for one read of the transcript's ids; every other append stays O(1).
+        known = None
+        if any("id" in e or "parentId" in e for e in batch):
+            known = self._ids_before(committed)
         return await self._write(
             state,
             committed,
@@ -524,7 +534,26 @@ class Session:
             run_id=run_id,
             epoch=state.epoch if epoch is None else epoch,
             adopted=adopted,
+            known=known,
         )
+
+    def _ids_before(self, committed: FileState) -> dict[str, int]:
+        """The ids of the committed prefix's entries and the line each is on (first one wins),
+        plus ``""`` mapped to the number of lines. Caller holds the write lock."""
+        data = os.pread(self._transcript_fd(), committed.size, 0) if committed.size else b""
+        out: dict[str, int] = {}
+        line_no = 0
+        for line_no, (_, raw) in enumerate(iter_lines(data), start=1):
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue  # verify reports it; it has no id to collide with
+            if isinstance(rec, dict) and rec.get("type") != "session":
+                rid = rec.get("id")
+                if isinstance(rid, str):
+                    out.setdefault(rid, line_no)
+        out[""] = line_no  # "" is never an id (validate_entry refuses it)
+        return out
 
     async def _write(
         self,
@@ -537,11 +566,18 @@ class Session:
         run_id: str | None,
         epoch: int,
         adopted: tuple[int, str] | None,
+        known: dict[str, int] | None = None,
     ) -> AppendResult:
         """Steps 5-8: intent, one write, durability, commit. Caller holds the write lock."""
         state_file = self._open_state()
         data, result, after = self._encode_batch(
-            batch, committed, writer=writer, run_id=run_id, epoch=epoch, adopted=adopted
+            batch,
+            committed,
+            writer=writer,
+            run_id=run_id,
+            epoch=epoch,
+            adopted=adopted,
+            known=known,
         )
         if observed is None or committed.ino == 0:  # a new transcript (steps 5-8 still apply)
             if observed is None:
@@ -609,6 +645,7 @@ class Session:
         run_id: str | None,
         epoch: int,
         adopted: tuple[int, str] | None,
+        known: dict[str, int] | None = None,
     ) -> tuple[bytes, AppendResult, FileState]:
         lines: list[bytes] = []
         ids: list[str] = []
@@ -624,6 +661,8 @@ class Session:
                 rec.setdefault("id", _entry_id(self._salt, seq))
                 rec.setdefault("parentId", leaf)
                 rec.setdefault("timestamp", now)
+                if known is not None:
+                    self._check_ids(rec, known, leaf, len(lines))
             rec[STAMP_KEY] = stamp_json(
                 writer, run_id, epoch, seq, prev, adopted if not lines else None
             )
@@ -656,6 +695,39 @@ class Session:
             entry_ids=tuple(ids),
         )
         return data, result, after
+
+    def _check_ids(
+        self, rec: dict[str, Any], known: dict[str, int], leaf: str | None, index: int
+    ) -> None:
+        """Invariant STORE-I13 (FORMAT-I4 before the write): the entry's id is new to the
+        transcript and its parentId names a record of it, or it is the first entry. Raises
+        TranscriptFormatError naming the field; nothing has been written yet."""
+        rid, parent = rec["id"], rec["parentId"]
+        line = known[""] + index + 1
+        if rid in known:
+            raise TranscriptFormatError(
+                f"'id' {rid!r} is already the id of the record on line {known[rid]}; two "
+                "records with one id make the active path skip one of them. Leave 'id' out "
+                "and the protocol assigns a fresh one",
+                path=self.path,
+                line=line,
+            )
+        if parent is None and leaf is not None:
+            raise TranscriptFormatError(
+                "'parentId' null starts a second root: every record before it would leave the "
+                "active path (the model's context). Leave 'parentId' out to continue from the "
+                f"last record ({leaf}), or name the record to branch from",
+                path=self.path,
+                line=line,
+            )
+        if parent is not None and parent not in known:
+            raise TranscriptFormatError(
+                f"'parentId' {parent!r} names no record of the transcript; leave it out to "
+                f"continue from the last record ({leaf}), or name an existing record's id",
+                path=self.path,
+                line=line,
+            )
+        known[rid] = line
 
     def _settle(
         self, state: SessionState, *, writer: str, run_id: str | None

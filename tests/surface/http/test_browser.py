@@ -193,9 +193,7 @@ async def assert_fits(page: Any, rows: int) -> None:
 
 # Invariant HTTP-I11
 @pytest.mark.slow
-async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages(
-    gw, chromium_path
-):
+async def test_a_500_record_transcript_with_a_side_branch_fits_1280_px_and_pages(gw, chromium_path):
     await long_transcript(gw, "long", n=500, branch_at=400, branch_len=6)
     async with browser_page(gw, chromium_path) as (page, url):
         await page.goto(f"{url}/sessions/long")
@@ -318,9 +316,7 @@ async def test_jobs_are_created_refused_edited_disabled_and_deleted_from_the_das
 
 # Invariant HTTP-I12, HTTP-I13
 @pytest.mark.slow
-async def test_run_filters_survive_a_reload_and_times_show_local_time_beside_utc(
-    gw, chromium_path
-):
+async def test_run_filters_survive_a_reload_and_times_show_local_time_beside_utc(gw, chromium_path):
     async with asgi_client(create_app(gw)) as api:
         job = (await api.post("/api/jobs", json=JOB)).json()
         for _ in range(2):

@@ -51,9 +51,7 @@ async def test_the_runs_page_shows_status_duration_model_errors_and_takeover_rea
     assert "r-takeov" in filtered and "scripted/replies" not in filtered
 
 
-async def test_the_session_page_shows_the_thread_who_wrote_each_record_and_fence_events(
-    client, gw
-):
+async def test_the_session_page_shows_the_thread_who_wrote_each_record_and_fence_events(client, gw):
     session = gw.store.session("notes")
     root = await session.append(message("user", "root question"), writer="operator")
     await session.append(message("assistant", "first answer"), writer="plugin:notes")
@@ -135,11 +133,11 @@ async def test_a_long_transcript_is_paged_200_records_at_a_time_newest_page_firs
 async def test_a_folded_branch_opens_without_the_script_by_its_link(client, gw):
     await long_transcript(gw, "long", n=50, branch_at=20, branch_len=3)
     html = (await client.get("/sessions/long")).text
-    assert html.count("<tr class=\"record side\"") == 3 and html.count(" hidden>") == 3
+    assert html.count('<tr class="record side"') == 3 and html.count(" hidden>") == 3
     link = re.search(r'<a class="branch-toggle" href="([^"]+)"', html)
     assert link and "open=00000014" in link.group(1).replace("&amp;", "&")
     opened = (await client.get("/sessions/long?offset=0&open=00000014")).text
-    assert ' hidden>' not in opened and 'aria-expanded="true"' in opened
+    assert " hidden>" not in opened and 'aria-expanded="true"' in opened
 
 
 # Invariant HTTP-I13
@@ -166,9 +164,7 @@ async def test_run_filters_come_from_the_address_and_stay_in_the_form_and_the_pa
     assert html.count('<tr data-run-id="') == 2 and "r-takeover" not in html
     pager = re.search(r'<a class="pager" href="([^"]+)"', html)
     assert pager
-    assert pager.group(1).replace("&amp;", "&").endswith(
-        f"&job={job['job_id']}&status=ok&since=1h"
-    )
+    assert pager.group(1).replace("&amp;", "&").endswith(f"&job={job['job_id']}&status=ok&since=1h")
     failures = (await client.get("/runs?status=error,timeout,takeover,interrupted")).text
     assert "r-takeov" in failures and '<span class="status ok">' not in failures
 

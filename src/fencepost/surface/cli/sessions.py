@@ -21,8 +21,8 @@ from ...core import (
     decode_stamped,
     iter_lines,
     read_transcript,
+    validate_cooperative_writer_kind,
     validate_session_id,
-    validate_writer_kind,
     verify_transcript,
 )
 from ...errors import ConfigError, SessionNotFoundError, TranscriptFormatError
@@ -261,7 +261,12 @@ def verify(ctx: click.Context, root: str | None, as_json: bool, target: str) -> 
 @sessions.command()
 @root_option
 @json_option
-@click.option("--writer", required=True, help="Writer kind, e.g. delivery or plugin:<name>.")
+@click.option(
+    "--writer",
+    required=True,
+    help="Writer kind, e.g. delivery or plugin:<name> (attempt and compaction belong to the "
+    "lease holder).",
+)
 @click.option(
     "--entry",
     "entry_json",
@@ -300,7 +305,7 @@ def append(
     if not isinstance(entry, dict):
         raise TranscriptFormatError("--entry must be a JSON object")
     try:
-        validate_writer_kind(writer)
+        validate_cooperative_writer_kind(writer)  # Invariant STORE-I14
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--writer") from exc
     store = _store(root, create=True)
