@@ -278,3 +278,32 @@ def test_append_refuses_a_repeated_id_an_unknown_parent_and_the_lease_holders_ki
         assert res.returncode == 2 and b"reserved for the holder" in res.stderr, res.stderr
     assert (tmp_path / "s.jsonl").read_bytes() == before
     assert procs.cli("sessions", "verify", "--root", root, "s").returncode == 0
+
+
+def test_adopt_records_a_baseline_that_verify_and_doctor_honour_and_names_what_left(tmp_path):
+    """Invariant STORE-I15: back to green after `adopt`, and told what left the active path."""
+    home = tmp_path
+    root = str(home / "sessions")
+    os.makedirs(root)
+    for text in ("one", "two"):
+        args = ["--root", root, "s", "--writer", "delivery", "--entry", entry(text)]
+        assert procs.cli("sessions", "append", *args).returncode == 0
+    first_id = json.loads(procs.cli("sessions", "show", "--root", root, "s", "--json").stdout)[
+        "records"
+    ][0]["id"]
+    with open(os.path.join(root, "s.jsonl"), "ab") as f:  # the issue's case: a repeated id
+        f.write(json.dumps({"type": "custom", "customType": "x", "id": first_id}).encode() + b"\n")
+    assert procs.cli("sessions", "verify", "--root", root, "s").returncode == 1
+    assert json.loads(procs.cli("doctor", "--home", str(home), "--json").stdout)["status"] == "fail"
+    res = procs.cli("sessions", "adopt", "--root", root, "s", "--note", "alice", "--by", "alice")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode()
+    assert "verify reports problems before it as adopted" in out
+    assert "record(s) left the active path" in out and "--leaf" in out
+    res = procs.cli("sessions", "verify", "--root", root, "s")
+    assert res.returncode == 0, res.stdout
+    assert b"adopted by alice" in res.stdout and b"problem(s) before line 5, adopted" in res.stdout
+    doc = json.loads(procs.cli("doctor", "--home", str(home), "--json").stdout)
+    assert doc["status"] == "ok", doc
+    [note] = [f for f in doc["findings"] if f["check"] == "verify"]
+    assert "adopted by alice" in note["detail"]

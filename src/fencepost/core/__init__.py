@@ -47,6 +47,7 @@ from ._state import LeaseHolder
 from ._store import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_MAX_OPEN_SESSIONS,
+    AdoptResult,
     AppendResult,
     Durability,
     FenceEvent,
@@ -59,7 +60,7 @@ from ._store import (
 )
 from ._sync import SyncSession, SyncSessionStore
 from ._tree import ContextMessage, ModelContext, active_path, build_context
-from ._verify import VerifyProblem, VerifyReport, verify_transcript
+from ._verify import Adoption, VerifyProblem, VerifyReport, verify_transcript
 from ._writelock import WriteLock, WriteLockStatistics
 
 __all__ = [
@@ -72,6 +73,8 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "STAMP_KEY",
     "DEFAULT_LEASE_TTL_S",
+    "AdoptResult",
+    "Adoption",
     "AppendResult",
     "Attempt",
     "AttemptStatistics",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import getpass
 import hashlib
 import json
 import logging
@@ -51,6 +52,7 @@ from ._format import (
     encode_record,
     iter_lines,
     make_header,
+    parse_transcript,
     read_transcript,
     utc_timestamp,
     validate_entry,
@@ -66,9 +68,12 @@ from ._state import (
     StateFile,
     read_state,
 )
+from ._tree import active_path
+from ._verify import ADOPT_CUSTOM_TYPE
 from ._writelock import WriteLock, WriteLockStatistics, hostname
 
 __all__ = [
+    "AdoptResult",
     "AppendResult",
     "Durability",
     "FenceEvent",
@@ -129,6 +134,35 @@ class AppendResult:
     start_offset: int
     end_offset: int
     entry_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    """What ``Session.adopt`` accepted and what it changed about the active path."""
+
+    session_id: str
+    seq: int  # the adoption record's seq: the chain restarts here
+    entry_id: str
+    adopted_bytes: int  # every byte before the adoption record (the baseline, STORE-I15)
+    note: str
+    by: str
+    leaf_before: str | None  # the last committed record before the outside change
+    leaf_before_missing: bool  # that record is no longer in the file
+    leaf_after: str | None  # where the active path continues (the adoption record's parent)
+    left_active_path: tuple[str, ...]  # ids on the path before that the path no longer has
+
+
+#: Ids of records that left the active path, listed in the adoption record (the count is whole).
+MAX_LISTED_LEFT = 1000
+
+
+def _operator() -> str:
+    """Who adopts: ``user@host`` of this process, as far as the OS knows it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{hostname()}"
 
 
 @dataclass(frozen=True)
@@ -920,12 +954,23 @@ class Session:
             self._open_state().write(state.next(committed=committed, pending=None))
         return committed, self._fast > fast_before
 
-    async def adopt(self, *, note: str, timeout_s: float | None = None) -> AppendResult | None:
+    async def adopt(
+        self,
+        *,
+        note: str,
+        leaf_id: str | None = None,
+        by: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AdoptResult | None:
         """Operator action: accept a change made outside the protocol, after inspecting it.
 
         Writes one ``custom`` record (customType ``fencepost.adopt``, writer ``operator``) whose
-        stamp carries the digest of every byte before it. Returns None when there is nothing to
-        adopt. Never deletes or rewrites a byte of the transcript.
+        stamp carries the digest of every byte before it: the baseline ``verify`` honours
+        (Invariant STORE-I15). The record continues the active path from ``leaf_id`` (default:
+        the file's last record, as a reader of the file sees it; give the last committed leaf to
+        reconnect the conversation past a foreign record) and lists the records of the active
+        path before the change that the new path no longer includes. Returns None when there is
+        nothing to adopt. Never deletes or rewrites a byte of the transcript.
         """
         if not note.strip():
             raise ValueError("adopt needs a note saying who made the change and why it is kept")
@@ -940,14 +985,38 @@ class Session:
                 current = settle_pending(state.committed, state.pending, observed)
                 if classify_stat(current, observed) == "unchanged":
                     return None
+            # Operator action, rare: reading the whole file once is fine here.
+            data = os.pread(self._transcript_fd(observed), observed.size, 0)
+            transcript = parse_transcript(data[: data.rfind(b"\n") + 1], path=self.path)
+            by_id = transcript.by_id()
+            if leaf_id is not None and leaf_id not in by_id:
+                raise TranscriptFormatError(
+                    f"--leaf {leaf_id!r} names no record of the transcript; nothing adopted",
+                    path=self.path,
+                )
+            leaf_before = state.committed.leaf_id if state.committed else None
+            leaf_after = leaf_id if leaf_id is not None else transcript.leaf_id()
+            on_path = {r.id for r in active_path(transcript, leaf_after)} if leaf_after else set()
+            before = active_path(transcript, leaf_before) if leaf_before in by_id else []
+            left = tuple(r.id for r in before if r.id is not None and r.id not in on_path)
             seq = state.committed.seq if state.committed else 0
             committed, observed, adopted = self._adopt_file(seq=seq, note=note)
+            who = by or _operator()
             entry = {
                 "type": "custom",
-                "customType": "fencepost.adopt",
-                "data": {"note": note, "bytes": adopted[0]},
+                "customType": ADOPT_CUSTOM_TYPE,
+                "parentId": leaf_after,
+                "data": {
+                    "note": note,
+                    "by": who,
+                    "bytes": adopted[0],
+                    "leaf_before": leaf_before,
+                    "leaf_before_missing": leaf_before is not None and leaf_before not in by_id,
+                    "left_active_path": list(left[:MAX_LISTED_LEFT]),
+                    "left_count": len(left),
+                },
             }
-            return await self._write(
+            result = await self._write(
                 state,
                 committed,
                 observed,
@@ -956,6 +1025,18 @@ class Session:
                 run_id=None,
                 epoch=state.epoch,
                 adopted=adopted,
+            )
+            return AdoptResult(
+                session_id=self.session_id,
+                seq=result.first_seq,
+                entry_id=result.entry_ids[0],
+                adopted_bytes=adopted[0],
+                note=note,
+                by=who,
+                leaf_before=leaf_before,
+                leaf_before_missing=leaf_before is not None and leaf_before not in by_id,
+                leaf_after=leaf_after,
+                left_active_path=left,
             )
 
     # ---- I/O helpers ---------------------------------------------------------------------
