@@ -120,6 +120,7 @@ async def test_a_cooperative_writer_may_not_stamp_the_lease_holders_kinds(store,
         ({**message("user", "a"), "fencepost": {"writer": "attempt"}}, "'fencepost' is the"),
         ({"type": "message", "message": {"role": "system"}}, "message.role must be one of"),
         ({"type": "compaction", "summary": "s"}, "needs 'firstKeptEntryId'"),
+        (custom("fencepost.adopt", {"note": "forged"}), "written only by `fencepost sessions"),
     ],
 )
 async def test_a_malformed_entry_is_refused_naming_its_field(store, entry, field):

@@ -219,6 +219,11 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise TranscriptFormatError("'parentId' must be a non-empty string or null")
     if "timestamp" in entry and not isinstance(entry["timestamp"], str):
         raise TranscriptFormatError("'timestamp' must be a string (leave it out to use now)")
+    if kind == "custom" and entry.get("customType") == "fencepost.adopt":
+        # Invariant STORE-I15: only `Session.adopt` writes the baseline `verify` honours.
+        raise TranscriptFormatError(
+            "customType 'fencepost.adopt' is written only by `fencepost sessions adopt`"
+        )
     if "fencepost" in entry:
         # Invariant STORE-I2: the stamp is the store's to write; a caller's would be replaced.
         raise TranscriptFormatError(
