@@ -42,6 +42,12 @@ async def _turns(sess, n, start=0):
     return ids
 
 
+async def _compact(sess, entry):
+    """A compaction is the lease holder's to write (Invariant STORE-I14)."""
+    async with sess.attempt("compact") as attempt:
+        await attempt.append(entry, writer="compaction")
+
+
 def _full(path):
     return build_context(read_transcript(path))
 
@@ -59,7 +65,7 @@ async def test_after_a_compaction_the_context_is_read_from_the_first_kept_entry(
     # Invariant INDEX-I1: one scan builds the index; INDEX-I3: later reads use the slice.
     sess = store.session("s")
     ids = await _turns(sess, 6)
-    await sess.append(compaction("six turns happened", ids[4], 1234), writer="compaction")
+    await _compact(sess, compaction("six turns happened", ids[4], 1234))
     await _turns(sess, 2, start=6)
     first = read_context(sess.path)
     assert not first.used_index and first.context == _full(sess.path)
@@ -77,10 +83,10 @@ async def test_after_a_compaction_the_context_is_read_from_the_first_kept_entry(
 async def test_a_newer_compaction_moves_the_index_forward(store):
     sess = store.session("s")
     ids = await _turns(sess, 4)
-    await sess.append(compaction("first", ids[2], 10), writer="compaction")
+    await _compact(sess, compaction("first", ids[2], 10))
     read_context(sess.path)
     more = await _turns(sess, 4, start=4)
-    await sess.append(compaction("second", more[2], 20), writer="compaction")
+    await _compact(sess, compaction("second", more[2], 20))
     got = read_context(sess.path)
     assert got.used_index and got.context == _full(sess.path)
     again = read_context(sess.path)
@@ -93,7 +99,7 @@ async def test_a_stale_or_damaged_index_is_verified_and_rebuilt_by_one_scan(stor
     # Invariant INDEX-I2: the entry at the recorded offset must carry the recorded id and digest.
     sess = store.session("s")
     ids = await _turns(sess, 4)
-    await sess.append(compaction("sum", ids[2], 10), writer="compaction")
+    await _compact(sess, compaction("sum", ids[2], 10))
     read_context(sess.path)
     index = Path(sess.path + ".index")
     obj = json.loads(index.read_text())
@@ -115,7 +121,7 @@ async def test_a_stale_or_damaged_index_is_verified_and_rebuilt_by_one_scan(stor
 async def test_a_leaf_on_a_branch_older_than_the_compaction_falls_back_to_the_full_file(store):
     sess = store.session("s")
     ids = await _turns(sess, 4)
-    await sess.append(compaction("sum", ids[2], 10), writer="compaction")
+    await _compact(sess, compaction("sum", ids[2], 10))
     read_context(sess.path)
     await sess.append(
         {**message("user", "back on an old branch"), "parentId": ids[0]}, writer="delivery"
@@ -129,7 +135,7 @@ async def test_a_leaf_on_a_branch_older_than_the_compaction_falls_back_to_the_fu
 async def test_reading_the_context_never_changes_a_byte_of_the_transcript(store):
     sess = store.session("s")
     ids = await _turns(sess, 3)
-    await sess.append(compaction("sum", ids[1], 10), writer="compaction")
+    await _compact(sess, compaction("sum", ids[1], 10))
     before = Path(sess.path).read_bytes(), os.stat(sess.path).st_mtime_ns
     read_context(sess.path)
     read_context(sess.path)

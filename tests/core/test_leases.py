@@ -74,7 +74,8 @@ COOPERATIVE = [
     ("metadata", session_info("Ops review")),
     ("metadata", model_change("anthropic", "claude-opus-4-6")),
     ("metadata", thinking_level_change("high")),
-    ("compaction", compaction("Earlier: the user asked for a review.", "ffffffff", 12000)),
+    # A compaction entry by hand (the writer kind `compaction` is the lease holder's: STORE-I14).
+    ("operator", compaction("Earlier: the user asked for a review.", "ffffffff", 12000)),
     ("delivery", message("assistant", [{"type": "text", "text": "mirrored reply"}])),
     ("plugin:subagents", custom_message("subagent-announce", "sub-agent finished", True)),
     ("steering", message("user", "also check the backups")),

@@ -49,7 +49,7 @@ print("survived")
 
 async def _seed(root) -> SessionStore:
     store = SessionStore(root, durability="buffered")
-    await store.session("s").append(message("user", "before"), writer="attempt")
+    await store.session("s").append(message("user", "before"), writer="delivery")
     return store
 
 
@@ -122,7 +122,7 @@ async def test_a_foreign_files_torn_tail_is_quarantined_when_adopting(tmp_path):
     path = tmp_path / "pi.jsonl"
     good = b'{"type":"session","version":3,"id":"pi","timestamp":"t","cwd":"/"}\n'
     path.write_bytes(good + b'{"torn-fragm')
-    await store.session("pi").append(message("user", "x"), writer="attempt")
+    await store.session("pi").append(message("user", "x"), writer="delivery")
     data = path.read_bytes()
     assert data.startswith(good) and b'{"torn-fragm' not in data
     assert walk_chain(data).ok

@@ -50,13 +50,13 @@ def store(tmp_path):
 async def test_first_append_creates_a_stamped_header_and_the_entry(store):
     """Invariant STORE-I2."""
     session = store.session("s1")
-    result = await session.append(message("user", "hello"), writer="attempt", run_id="r1")
+    result = await session.append(message("user", "hello"), writer="delivery", run_id="r1")
     recs = lines_of(session.path)
     assert [r["type"] for r in recs] == ["session", "message"]
     assert recs[0]["version"] == 3 and recs[0]["id"] == "s1"
     assert recs[0]["fencepost"]["seq"] == 0 and recs[0]["fencepost"]["prev"] is None
     assert recs[1]["parentId"] is None
-    assert recs[1]["fencepost"]["writer"] == "attempt"
+    assert recs[1]["fencepost"]["writer"] == "delivery"
     assert recs[1]["fencepost"]["run_id"] == "r1"
     assert (result.first_seq, result.last_seq) == (0, 1)
     assert result.entry_ids == (recs[1]["id"],)
@@ -66,7 +66,7 @@ async def test_first_append_creates_a_stamped_header_and_the_entry(store):
 async def test_every_record_is_stamped_with_writer_run_epoch_and_seq(store):
     """Invariant STORE-I2, STORE-I3."""
     session = store.session("s")
-    kinds = ["attempt", "model-snapshot", "delivery", "metadata", "plugin:memory", "heartbeat"]
+    kinds = ["steering", "model-snapshot", "delivery", "metadata", "plugin:memory", "heartbeat"]
     for i, kind in enumerate(kinds):
         await session.append(custom("k", {"i": i}), writer=kind)
     recs = lines_of(session.path)[1:]
@@ -80,7 +80,7 @@ async def test_every_record_is_stamped_with_writer_run_epoch_and_seq(store):
 async def test_a_batch_lands_as_consecutive_complete_lines(store):
     """Invariant STORE-I1."""
     session = store.session("s")
-    await session.append(message("user", "a"), writer="attempt")
+    await session.append(message("user", "a"), writer="delivery")
     size_before = os.path.getsize(session.path)
     result = await session.append(
         [message("assistant", str(i)) for i in range(5)], writer="delivery"
@@ -106,9 +106,9 @@ async def test_assigned_entry_ids_are_unique_and_chain_parent_ids(store):
 
 async def test_explicit_ids_and_parents_are_kept(store):
     session = store.session("s")
-    await session.append({**message("user", "a"), "id": "aaaaaaaa"}, writer="attempt")
+    await session.append({**message("user", "a"), "id": "aaaaaaaa"}, writer="delivery")
     await session.append(
-        {**message("user", "b"), "id": "bbbbbbbb", "parentId": "aaaaaaaa"}, writer="attempt"
+        {**message("user", "b"), "id": "bbbbbbbb", "parentId": "aaaaaaaa"}, writer="delivery"
     )
     recs = lines_of(session.path)
     assert recs[2]["parentId"] == "aaaaaaaa" and recs[2]["id"] == "bbbbbbbb"
@@ -117,7 +117,7 @@ async def test_explicit_ids_and_parents_are_kept(store):
 async def test_readers_never_change_a_byte(store):
     """Invariant STORE-I8."""
     session = store.session("s")
-    await session.append(message("user", "a"), writer="attempt")
+    await session.append(message("user", "a"), writer="delivery")
     before = snapshot(store.root)
     stat_before = os.stat(session.path)
     session.read()
@@ -138,7 +138,7 @@ async def test_path_like_session_ids_are_refused_before_touching_the_disk(store)
 
 async def test_an_oversize_entry_is_refused_and_nothing_is_written(store):
     session = store.session("s")
-    await session.append(message("user", "a"), writer="attempt")
+    await session.append(message("user", "a"), writer="delivery")
     before = snapshot(store.root)
     with pytest.raises(RecordTooLargeError):
         await session.append(custom("big", {"x": "y" * (2 * 1024 * 1024)}), writer="metadata")
@@ -154,12 +154,12 @@ async def test_subscribers_hear_about_every_protocol_write(store):
     events: list[TranscriptUpdated] = []
     unsubscribe = store.subscribe(events.append)
     session = store.session("s")
-    await session.append(message("user", "a"), writer="attempt")
+    await session.append(message("user", "a"), writer="delivery")
     await session.append([custom("k", {}), custom("k", {})], writer="metadata")
     unsubscribe()
     await session.append(custom("k", {}), writer="metadata")
     assert [(e.writer, e.first_seq, e.last_seq) for e in events] == [
-        ("attempt", 0, 1),
+        ("delivery", 0, 1),
         ("metadata", 2, 3),
     ]
     assert events[-1].end_offset == events[-1].start_offset + sum(
@@ -172,7 +172,7 @@ async def test_a_failing_subscriber_does_not_break_the_writer(store, caplog):
         raise RuntimeError("indexer bug")
 
     store.subscribe(boom)
-    await store.session("s").append(message("user", "a"), writer="attempt")
+    await store.session("s").append(message("user", "a"), writer="delivery")
     assert "transcript subscriber failed" in caplog.text
 
 
@@ -181,8 +181,8 @@ async def test_a_failing_subscriber_does_not_break_the_writer(store, caplog):
 
 async def _seeded(store, sid="s"):
     session = store.session(sid)
-    await session.append(message("user", "one"), writer="attempt")
-    await session.append(message("assistant", "two"), writer="attempt")
+    await session.append(message("user", "one"), writer="delivery")
+    await session.append(message("assistant", "two"), writer="delivery")
     return session
 
 
@@ -298,7 +298,7 @@ async def test_a_file_from_another_tool_is_adopted_without_rewriting_a_byte(stor
     with open(path, "wb") as f:
         f.write(original)
     session = store.session("pi")
-    await session.append(message("assistant", "hello"), writer="attempt")
+    await session.append(message("assistant", "hello"), writer="delivery")
     data = Path(path).read_bytes()
     assert data.startswith(original)
     new = json.loads(data[len(original) :])
@@ -373,7 +373,7 @@ async def test_durable_appends_fsync_and_verify(tmp_path):
 def test_the_sync_facade_delegates_to_the_async_store(tmp_path):
     with fencepost.SyncSessionStore(tmp_path, durability="buffered") as store:
         s = store.session("sync")
-        r = s.append([message("user", "a"), message("assistant", "b")], writer="attempt")
+        r = s.append([message("user", "a"), message("assistant", "b")], writer="delivery")
         assert r.last_seq == 2
         assert [e.type for e in s.read().entries] == ["message", "message"]
         assert store.session_ids() == ["sync"]

@@ -154,8 +154,15 @@ def make_indexed_session(paths: StatePaths, sid: str) -> Path:
             sess.append(message("user", f"question {i}"), writer="delivery").entry_ids[0]
             for i in range(4)
         ]
-        sess.append(compaction("four questions", ids[2], 100), writer="compaction")
-        sess.append(message("user", "after"), writer="delivery")
+
+    async def compact() -> None:  # the lease holder's writer kind (Invariant STORE-I14)
+        store = SessionStore(paths.sessions, durability="buffered")
+        async with store.session(sid).attempt("compact") as attempt:
+            await attempt.append(compaction("four questions", ids[2], 100), writer="compaction")
+            await attempt.append(message("user", "after"))
+        store.close()
+
+    asyncio.run(compact())
     p = paths.sessions / f"{sid}.jsonl"
     read_context(str(p))
     assert Path(f"{p}.index").exists()

@@ -13,7 +13,7 @@ from tests.helpers import procs
 
 def seed(home: Path) -> SessionStore:
     store = SessionStore(home / "sessions", durability="buffered")
-    asyncio.run(store.session("s").append(message("user", "before"), writer="attempt"))
+    asyncio.run(store.session("s").append(message("user", "before"), writer="delivery"))
     return store
 
 

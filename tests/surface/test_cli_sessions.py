@@ -45,7 +45,7 @@ def test_verify_names_each_problem_by_line_and_exits_1(tmp_path):
     store = SessionStore(tmp_path, durability="buffered")
     import asyncio
 
-    asyncio.run(store.session("bad").append(message("user", "x"), writer="attempt"))
+    asyncio.run(store.session("bad").append(message("user", "x"), writer="delivery"))
     with open(path, "ab") as f:
         f.write(b"\xff\xfe\n{not json}\n[1,2]\n" + b'{"type":"message","id":"abcd0000"}\n')
     before = path.read_bytes()
@@ -256,3 +256,54 @@ def test_sessions_compact_dry_run_writes_nothing_and_compact_appends_one_verifie
     by_model = procs.cli("sessions", "compact", "--root", root, *home, "m", "--keep-tokens", "100")
     assert by_model.returncode == 0, by_model.stderr.decode()
     assert b"compacted" in by_model.stdout
+
+
+def test_append_refuses_a_repeated_id_an_unknown_parent_and_the_lease_holders_kinds(tmp_path):
+    """Invariants STORE-I13, STORE-I14: refused before writing, exit 2, the field named."""
+    root = str(tmp_path)
+
+    def append(writer: str, obj: dict) -> subprocess.CompletedProcess[bytes]:
+        args = ["--root", root, "s", "--writer", writer, "--entry", json.dumps(obj)]
+        return procs.cli("sessions", "append", *args)
+
+    msg = {"type": "message", "message": {"role": "user", "content": "a"}}
+    assert append("delivery", {**msg, "id": "0000aaaa"}).returncode == 0
+    before = (tmp_path / "s.jsonl").read_bytes()
+    res = append("delivery", {**msg, "id": "0000aaaa"})
+    assert res.returncode == 2 and b"'id' '0000aaaa' is already the id" in res.stderr
+    res = append("delivery", {**msg, "parentId": "ffffffff"})
+    assert res.returncode == 2 and b"'parentId' 'ffffffff' names no record" in res.stderr
+    for kind in ("attempt", "compaction"):
+        res = append(kind, msg)
+        assert res.returncode == 2 and b"reserved for the holder" in res.stderr, res.stderr
+    assert (tmp_path / "s.jsonl").read_bytes() == before
+    assert procs.cli("sessions", "verify", "--root", root, "s").returncode == 0
+
+
+def test_adopt_records_a_baseline_that_verify_and_doctor_honour_and_names_what_left(tmp_path):
+    """Invariant STORE-I15: back to green after `adopt`, and told what left the active path."""
+    home = tmp_path
+    root = str(home / "sessions")
+    os.makedirs(root)
+    for text in ("one", "two"):
+        args = ["--root", root, "s", "--writer", "delivery", "--entry", entry(text)]
+        assert procs.cli("sessions", "append", *args).returncode == 0
+    first_id = json.loads(procs.cli("sessions", "show", "--root", root, "s", "--json").stdout)[
+        "records"
+    ][0]["id"]
+    with open(os.path.join(root, "s.jsonl"), "ab") as f:  # the issue's case: a repeated id
+        f.write(json.dumps({"type": "custom", "customType": "x", "id": first_id}).encode() + b"\n")
+    assert procs.cli("sessions", "verify", "--root", root, "s").returncode == 1
+    assert json.loads(procs.cli("doctor", "--home", str(home), "--json").stdout)["status"] == "fail"
+    res = procs.cli("sessions", "adopt", "--root", root, "s", "--note", "alice", "--by", "alice")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode()
+    assert "verify reports problems before it as adopted" in out
+    assert "record(s) left the active path" in out and "--leaf" in out
+    res = procs.cli("sessions", "verify", "--root", root, "s")
+    assert res.returncode == 0, res.stdout
+    assert b"adopted by alice" in res.stdout and b"problem(s) before line 5, adopted" in res.stdout
+    doc = json.loads(procs.cli("doctor", "--home", str(home), "--json").stdout)
+    assert doc["status"] == "ok", doc
+    [note] = [f for f in doc["findings"] if f["check"] == "verify"]
+    assert "adopted by alice" in note["detail"]

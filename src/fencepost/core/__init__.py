@@ -34,11 +34,20 @@ from ._lease import (
     fence_verdict,
     holder_alive,
 )
-from ._stamp import BUILTIN_WRITER_KINDS, STAMP_KEY, Stamp, WriterKind, validate_writer_kind
+from ._stamp import (
+    BUILTIN_WRITER_KINDS,
+    LEASE_WRITER_KINDS,
+    STAMP_KEY,
+    Stamp,
+    WriterKind,
+    validate_cooperative_writer_kind,
+    validate_writer_kind,
+)
 from ._state import LeaseHolder
 from ._store import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_MAX_OPEN_SESSIONS,
+    AdoptResult,
     AppendResult,
     Durability,
     FenceEvent,
@@ -51,11 +60,12 @@ from ._store import (
 )
 from ._sync import SyncSession, SyncSessionStore
 from ._tree import ContextMessage, ModelContext, active_path, build_context
-from ._verify import VerifyProblem, VerifyReport, verify_transcript
+from ._verify import Adoption, VerifyProblem, VerifyReport, verify_transcript
 from ._writelock import WriteLock, WriteLockStatistics
 
 __all__ = [
     "BUILTIN_WRITER_KINDS",
+    "LEASE_WRITER_KINDS",
     "DEFAULT_LOCK_TIMEOUT_S",
     "DEFAULT_MAX_OPEN_SESSIONS",
     "ENTRY_TYPES",
@@ -63,6 +73,8 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "STAMP_KEY",
     "DEFAULT_LEASE_TTL_S",
+    "AdoptResult",
+    "Adoption",
     "AppendResult",
     "Attempt",
     "AttemptStatistics",
@@ -110,6 +122,7 @@ __all__ = [
     "text_problem",
     "thinking_level_change",
     "validate_session_id",
+    "validate_cooperative_writer_kind",
     "validate_writer_kind",
     "verify_transcript",
     "walk_chain",

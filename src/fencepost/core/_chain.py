@@ -51,6 +51,7 @@ class ChainReport:
     last_hash: str | None
     leaf_id: str | None
     writers: dict[str, int] = field(default_factory=dict)
+    adoptions: tuple[int, ...] = ()  # lines whose stamp validly adopts every byte before them
 
     @property
     def stamped(self) -> bool:
@@ -88,6 +89,7 @@ def walk_chain(data: bytes) -> ChainReport:
     last_hash: str | None = None
     leaf_id: str | None = None
     writers: Counter[str] = Counter()
+    adoptions: list[int] = []
     line_no = 0
     pos = 0
     while True:
@@ -121,6 +123,7 @@ def walk_chain(data: bytes) -> ChainReport:
                 else:
                     unstamped.clear()
                     restarted = True
+                    adoptions.append(line_no)
             for u_line, u_off in unstamped:
                 problems.append(
                     ChainProblem(
@@ -179,4 +182,5 @@ def walk_chain(data: bytes) -> ChainReport:
         last_hash=last_hash,
         leaf_id=leaf_id,
         writers=dict(writers),
+        adoptions=tuple(adoptions),
     )

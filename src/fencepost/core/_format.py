@@ -199,7 +199,10 @@ def branch_summary(from_id: str, summary: str) -> dict[str, Any]:
 
 
 def validate_entry(entry: Mapping[str, Any]) -> None:
-    """Refuse an entry that cannot be appended, naming the field. Unknown types are accepted."""
+    """Refuse an entry that cannot be appended, naming the field. Unknown types are accepted.
+
+    Pure and O(size of the entry). Whether a caller's ``id`` or ``parentId`` fits the
+    transcript needs the transcript: the store checks that under its lock (STORE-I13)."""
     if not isinstance(entry, Mapping):
         raise TranscriptFormatError(f"an entry must be a JSON object, not {type(entry).__name__}")
     kind = entry.get("type")
@@ -207,9 +210,25 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise TranscriptFormatError("an entry needs a string 'type'")
     if kind == HEADER_TYPE:
         raise TranscriptFormatError("type 'session' is reserved for the header on line 1")
-    for key in ("id", "parentId"):
-        if key in entry and entry[key] is not None and not isinstance(entry[key], str):
-            raise TranscriptFormatError(f"'{key}' must be a string or null")
+    if "id" in entry and (not isinstance(entry["id"], str) or not entry["id"]):
+        raise TranscriptFormatError(
+            "'id' must be a non-empty string (leave it out and the protocol assigns one)"
+        )
+    parent = entry.get("parentId")
+    if parent is not None and (not isinstance(parent, str) or not parent):
+        raise TranscriptFormatError("'parentId' must be a non-empty string or null")
+    if "timestamp" in entry and not isinstance(entry["timestamp"], str):
+        raise TranscriptFormatError("'timestamp' must be a string (leave it out to use now)")
+    if kind == "custom" and entry.get("customType") == "fencepost.adopt":
+        # Invariant STORE-I15: only `Session.adopt` writes the baseline `verify` honours.
+        raise TranscriptFormatError(
+            "customType 'fencepost.adopt' is written only by `fencepost sessions adopt`"
+        )
+    if "fencepost" in entry:
+        # Invariant STORE-I2: the stamp is the store's to write; a caller's would be replaced.
+        raise TranscriptFormatError(
+            "'fencepost' is the provenance stamp the store writes; leave it out of the entry"
+        )
     for field, types in _REQUIRED.get(kind, {}).items():
         value = entry.get(field)
         if not isinstance(value, types) or isinstance(value, bool):

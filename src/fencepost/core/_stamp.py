@@ -22,11 +22,13 @@ __all__ = [
     "STAMP_VERSION",
     "WriterKind",
     "BUILTIN_WRITER_KINDS",
+    "LEASE_WRITER_KINDS",
     "Stamp",
     "stamp_json",
     "line_hash",
     "prefix_digest",
     "validate_writer_kind",
+    "validate_cooperative_writer_kind",
     "stamp_of",
 ]
 
@@ -47,6 +49,11 @@ WriterKind = Literal[
     "operator",
 ]
 BUILTIN_WRITER_KINDS: frozenset[str] = frozenset(WriterKind.__args__)  # type: ignore[attr-defined]
+
+#: Kinds only the lease holder writes (``Attempt.append``): the agent's turn and its compaction.
+#: A cooperative writer stamping them would pass its records off as the turn's own, and
+#: ``verify``, the trajectory and the memory index would believe it (Invariant STORE-I14).
+LEASE_WRITER_KINDS: frozenset[str] = frozenset({"attempt", "compaction"})
 
 _PLUGIN_KIND = re.compile(r"^plugin:[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -70,6 +77,20 @@ def validate_writer_kind(writer: str) -> str:
         return writer
     known = ", ".join(sorted(BUILTIN_WRITER_KINDS))
     raise ValueError(f"unknown writer kind {writer!r}; use one of {known} or 'plugin:<name>'")
+
+
+def validate_cooperative_writer_kind(writer: str) -> str:
+    """``validate_writer_kind`` for a writer without the lease: the lease holder's kinds are
+    refused too (Invariant STORE-I14). Misuse raises ValueError naming the kinds it may use."""
+    validate_writer_kind(writer)
+    if writer in LEASE_WRITER_KINDS:
+        allowed = ", ".join(sorted(BUILTIN_WRITER_KINDS - LEASE_WRITER_KINDS))
+        raise ValueError(
+            f"writer kind {writer!r} is reserved for the holder of the session's lease (an "
+            f"agent turn writes it through its attempt); a cooperative writer uses one of "
+            f"{allowed} or 'plugin:<name>'"
+        )
+    return writer
 
 
 def stamp_json(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import getpass
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from ..errors import (
     InvalidSessionIdError,
     OutsideProtocolChangeError,
     SessionNotFoundError,
+    TranscriptFormatError,
 )
 from ._chain import ChainReport, walk_chain
 from ._fence import (
@@ -48,13 +50,15 @@ from ._fence import (
 from ._format import (
     Transcript,
     encode_record,
+    iter_lines,
     make_header,
+    parse_transcript,
     read_transcript,
     utc_timestamp,
     validate_entry,
 )
 from ._lease import DEFAULT_LEASE_TTL_S, Attempt, open_attempt
-from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_writer_kind
+from ._stamp import STAMP_KEY, line_hash, stamp_json, validate_cooperative_writer_kind
 from ._state import (
     EMPTY_STATE,
     FileState,
@@ -64,9 +68,12 @@ from ._state import (
     StateFile,
     read_state,
 )
+from ._tree import active_path
+from ._verify import ADOPT_CUSTOM_TYPE
 from ._writelock import WriteLock, WriteLockStatistics, hostname
 
 __all__ = [
+    "AdoptResult",
     "AppendResult",
     "Durability",
     "FenceEvent",
@@ -127,6 +134,35 @@ class AppendResult:
     start_offset: int
     end_offset: int
     entry_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    """What ``Session.adopt`` accepted and what it changed about the active path."""
+
+    session_id: str
+    seq: int  # the adoption record's seq: the chain restarts here
+    entry_id: str
+    adopted_bytes: int  # every byte before the adoption record (the baseline, STORE-I15)
+    note: str
+    by: str
+    leaf_before: str | None  # the last committed record before the outside change
+    leaf_before_missing: bool  # that record is no longer in the file
+    leaf_after: str | None  # where the active path continues (the adoption record's parent)
+    left_active_path: tuple[str, ...]  # ids on the path before that the path no longer has
+
+
+#: Ids of records that left the active path, listed in the adoption record (the count is whole).
+MAX_LISTED_LEFT = 1000
+
+
+def _operator() -> str:
+    """Who adopts: ``user@host`` of this process, as far as the OS knows it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{hostname()}"
 
 
 @dataclass(frozen=True)
@@ -483,8 +519,11 @@ class Session:
         Missing ``id``, ``parentId`` and ``timestamp`` are filled in. The batch lands as
         consecutive complete lines or not at all. Raises OutsideProtocolChangeError (after
         recording a fence event) instead of writing on top of a change made outside the protocol.
+        Refused before writing, nothing written: a lease holder's writer kind (ValueError,
+        STORE-I14), a malformed entry, or an ``id`` / ``parentId`` that does not fit the
+        transcript (TranscriptFormatError, STORE-I13).
         """
-        validate_writer_kind(writer)
+        validate_cooperative_writer_kind(writer)
         # Invariant LEASE-I6: cooperative writers never take or check the lease; they write
         # under the current epoch, and the holder's fence picks their records up.
         batch = [entries] if isinstance(entries, Mapping) else list(entries)
@@ -515,6 +554,11 @@ class Session:
             committed, observed, batch, adopted = self._prepare_first_write(batch)
         else:
             adopted = None
+        # Invariant STORE-I13: a caller that names ids (rare: the protocol assigns them) pays
+        # for one read of the transcript's ids; every other append stays O(1).
+        known = None
+        if any("id" in e or "parentId" in e for e in batch):
+            known = self._ids_before(committed)
         return await self._write(
             state,
             committed,
@@ -524,7 +568,26 @@ class Session:
             run_id=run_id,
             epoch=state.epoch if epoch is None else epoch,
             adopted=adopted,
+            known=known,
         )
+
+    def _ids_before(self, committed: FileState) -> dict[str, int]:
+        """The ids of the committed prefix's entries and the line each is on (first one wins),
+        plus ``""`` mapped to the number of lines. Caller holds the write lock."""
+        data = os.pread(self._transcript_fd(), committed.size, 0) if committed.size else b""
+        out: dict[str, int] = {}
+        line_no = 0
+        for line_no, (_, raw) in enumerate(iter_lines(data), start=1):
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue  # verify reports it; it has no id to collide with
+            if isinstance(rec, dict) and rec.get("type") != "session":
+                rid = rec.get("id")
+                if isinstance(rid, str):
+                    out.setdefault(rid, line_no)
+        out[""] = line_no  # "" is never an id (validate_entry refuses it)
+        return out
 
     async def _write(
         self,
@@ -537,11 +600,18 @@ class Session:
         run_id: str | None,
         epoch: int,
         adopted: tuple[int, str] | None,
+        known: dict[str, int] | None = None,
     ) -> AppendResult:
         """Steps 5-8: intent, one write, durability, commit. Caller holds the write lock."""
         state_file = self._open_state()
         data, result, after = self._encode_batch(
-            batch, committed, writer=writer, run_id=run_id, epoch=epoch, adopted=adopted
+            batch,
+            committed,
+            writer=writer,
+            run_id=run_id,
+            epoch=epoch,
+            adopted=adopted,
+            known=known,
         )
         if observed is None or committed.ino == 0:  # a new transcript (steps 5-8 still apply)
             if observed is None:
@@ -609,6 +679,7 @@ class Session:
         run_id: str | None,
         epoch: int,
         adopted: tuple[int, str] | None,
+        known: dict[str, int] | None = None,
     ) -> tuple[bytes, AppendResult, FileState]:
         lines: list[bytes] = []
         ids: list[str] = []
@@ -624,6 +695,8 @@ class Session:
                 rec.setdefault("id", _entry_id(self._salt, seq))
                 rec.setdefault("parentId", leaf)
                 rec.setdefault("timestamp", now)
+                if known is not None:
+                    self._check_ids(rec, known, leaf, len(lines))
             rec[STAMP_KEY] = stamp_json(
                 writer, run_id, epoch, seq, prev, adopted if not lines else None
             )
@@ -656,6 +729,39 @@ class Session:
             entry_ids=tuple(ids),
         )
         return data, result, after
+
+    def _check_ids(
+        self, rec: dict[str, Any], known: dict[str, int], leaf: str | None, index: int
+    ) -> None:
+        """Invariant STORE-I13 (FORMAT-I4 before the write): the entry's id is new to the
+        transcript and its parentId names a record of it, or it is the first entry. Raises
+        TranscriptFormatError naming the field; nothing has been written yet."""
+        rid, parent = rec["id"], rec["parentId"]
+        line = known[""] + index + 1
+        if rid in known:
+            raise TranscriptFormatError(
+                f"'id' {rid!r} is already the id of the record on line {known[rid]}; two "
+                "records with one id make the active path skip one of them. Leave 'id' out "
+                "and the protocol assigns a fresh one",
+                path=self.path,
+                line=line,
+            )
+        if parent is None and leaf is not None:
+            raise TranscriptFormatError(
+                "'parentId' null starts a second root: every record before it would leave the "
+                "active path (the model's context). Leave 'parentId' out to continue from the "
+                f"last record ({leaf}), or name the record to branch from",
+                path=self.path,
+                line=line,
+            )
+        if parent is not None and parent not in known:
+            raise TranscriptFormatError(
+                f"'parentId' {parent!r} names no record of the transcript; leave it out to "
+                f"continue from the last record ({leaf}), or name an existing record's id",
+                path=self.path,
+                line=line,
+            )
+        known[rid] = line
 
     def _settle(
         self, state: SessionState, *, writer: str, run_id: str | None
@@ -848,12 +954,23 @@ class Session:
             self._open_state().write(state.next(committed=committed, pending=None))
         return committed, self._fast > fast_before
 
-    async def adopt(self, *, note: str, timeout_s: float | None = None) -> AppendResult | None:
+    async def adopt(
+        self,
+        *,
+        note: str,
+        leaf_id: str | None = None,
+        by: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AdoptResult | None:
         """Operator action: accept a change made outside the protocol, after inspecting it.
 
         Writes one ``custom`` record (customType ``fencepost.adopt``, writer ``operator``) whose
-        stamp carries the digest of every byte before it. Returns None when there is nothing to
-        adopt. Never deletes or rewrites a byte of the transcript.
+        stamp carries the digest of every byte before it: the baseline ``verify`` honours
+        (Invariant STORE-I15). The record continues the active path from ``leaf_id`` (default:
+        the file's last record, as a reader of the file sees it; give the last committed leaf to
+        reconnect the conversation past a foreign record) and lists the records of the active
+        path before the change that the new path no longer includes. Returns None when there is
+        nothing to adopt. Never deletes or rewrites a byte of the transcript.
         """
         if not note.strip():
             raise ValueError("adopt needs a note saying who made the change and why it is kept")
@@ -868,14 +985,38 @@ class Session:
                 current = settle_pending(state.committed, state.pending, observed)
                 if classify_stat(current, observed) == "unchanged":
                     return None
+            # Operator action, rare: reading the whole file once is fine here.
+            data = os.pread(self._transcript_fd(observed), observed.size, 0)
+            transcript = parse_transcript(data[: data.rfind(b"\n") + 1], path=self.path)
+            by_id = transcript.by_id()
+            if leaf_id is not None and leaf_id not in by_id:
+                raise TranscriptFormatError(
+                    f"--leaf {leaf_id!r} names no record of the transcript; nothing adopted",
+                    path=self.path,
+                )
+            leaf_before = state.committed.leaf_id if state.committed else None
+            leaf_after = leaf_id if leaf_id is not None else transcript.leaf_id()
+            on_path = {r.id for r in active_path(transcript, leaf_after)} if leaf_after else set()
+            before = active_path(transcript, leaf_before) if leaf_before in by_id else []
+            left = tuple(r.id for r in before if r.id is not None and r.id not in on_path)
             seq = state.committed.seq if state.committed else 0
             committed, observed, adopted = self._adopt_file(seq=seq, note=note)
+            who = by or _operator()
             entry = {
                 "type": "custom",
-                "customType": "fencepost.adopt",
-                "data": {"note": note, "bytes": adopted[0]},
+                "customType": ADOPT_CUSTOM_TYPE,
+                "parentId": leaf_after,
+                "data": {
+                    "note": note,
+                    "by": who,
+                    "bytes": adopted[0],
+                    "leaf_before": leaf_before,
+                    "leaf_before_missing": leaf_before is not None and leaf_before not in by_id,
+                    "left_active_path": list(left[:MAX_LISTED_LEFT]),
+                    "left_count": len(left),
+                },
             }
-            return await self._write(
+            result = await self._write(
                 state,
                 committed,
                 observed,
@@ -884,6 +1025,18 @@ class Session:
                 run_id=None,
                 epoch=state.epoch,
                 adopted=adopted,
+            )
+            return AdoptResult(
+                session_id=self.session_id,
+                seq=result.first_seq,
+                entry_id=result.entry_ids[0],
+                adopted_bytes=adopted[0],
+                note=note,
+                by=who,
+                leaf_before=leaf_before,
+                leaf_before_missing=leaf_before is not None and leaf_before not in by_id,
+                leaf_after=leaf_after,
+                left_active_path=left,
             )
 
     # ---- I/O helpers ---------------------------------------------------------------------

@@ -146,6 +146,18 @@ async def _check_sessions(paths: StatePaths, *, fix: bool) -> list[Finding]:
             session = store.session(sid)
             out += await _check_session(session, fix=fix)
             report = verify_transcript(session.path)
+            base = report.baseline
+            if report.ok and base is not None and report.adopted_problems:
+                # Invariant STORE-I15: an adopted problem is reported, not failed.
+                out.append(
+                    Finding(
+                        "verify",
+                        "ok",
+                        f"{len(report.adopted_problems)} problem(s) before line {base.line} "
+                        f"adopted by {base.by or 'an operator'}: {base.note}",
+                        sid,
+                    )
+                )
             if not report.ok:
                 bad += 1
                 first = report.problems[0]

@@ -73,7 +73,7 @@ async def test_a_mirror_refused_by_the_session_protocol_is_recorded_failed_cron_
     sessions = SessionStore(tmp_path / "sessions", durability="buffered")
     try:
         await sessions.session("ops").append(
-            {"type": "message", "message": {"role": "user", "content": "hi"}}, writer="attempt"
+            {"type": "message", "message": {"role": "user", "content": "hi"}}, writer="delivery"
         )
         with open(sessions.session("ops").path, "ab") as f:  # an edit outside the protocol
             f.write(b'{"type":"custom","customType":"x","id":"deadbeef","parentId":null}\n')

@@ -264,4 +264,22 @@ def verify_report(report: VerifyReport) -> None:
         console.print("  no protocol record yet: written by another tool; adopted on first write")
     for p in report.problems:
         console.print(f"  line {p.line}: [{p.kind}] {p.message}", markup=False)
+    for a in report.adoptions:
+        console.print(
+            f"  line {a.line}: adopted by {a.by or 'an operator'} at {a.timestamp}: {a.note}"
+            + (
+                f" ({len(a.left_active_path)} record(s) left the active path)"
+                if a.left_active_path
+                else ""
+            ),
+            markup=False,
+        )
+    if report.adopted_problems:
+        base = report.adoptions[-1].line
+        console.print(
+            f"  {len(report.adopted_problems)} problem(s) before line {base}, adopted:",
+            markup=False,
+        )
+        for p in report.adopted_problems:
+            console.print(f"    line {p.line}: [{p.kind}] {p.message}", markup=False)
     fence_events(list(report.fence_events))

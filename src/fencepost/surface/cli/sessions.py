@@ -21,8 +21,8 @@ from ...core import (
     decode_stamped,
     iter_lines,
     read_transcript,
+    validate_cooperative_writer_kind,
     validate_session_id,
-    validate_writer_kind,
     verify_transcript,
 )
 from ...errors import ConfigError, SessionNotFoundError, TranscriptFormatError
@@ -261,7 +261,12 @@ def verify(ctx: click.Context, root: str | None, as_json: bool, target: str) -> 
 @sessions.command()
 @root_option
 @json_option
-@click.option("--writer", required=True, help="Writer kind, e.g. delivery or plugin:<name>.")
+@click.option(
+    "--writer",
+    required=True,
+    help="Writer kind, e.g. delivery or plugin:<name> (attempt and compaction belong to the "
+    "lease holder).",
+)
 @click.option(
     "--entry",
     "entry_json",
@@ -300,7 +305,7 @@ def append(
     if not isinstance(entry, dict):
         raise TranscriptFormatError("--entry must be a JSON object")
     try:
-        validate_writer_kind(writer)
+        validate_cooperative_writer_kind(writer)  # Invariant STORE-I14
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--writer") from exc
     store = _store(root, create=True)
@@ -318,16 +323,57 @@ def append(
 
 @sessions.command()
 @root_option
+@json_option
 @click.option("--note", required=True, help="Who made the outside change and why it is kept.")
+@click.option(
+    "--leaf",
+    "leaf_id",
+    default=None,
+    help="Continue the active path from this record [default: the file's last record]; give "
+    "the last committed record to keep the conversation before a foreign record.",
+)
+@click.option("--by", default=None, help="Who adopts [default: user@host].")
 @click.argument("session_id")
-def adopt(root: str | None, note: str, session_id: str) -> None:
-    """Accept a change made outside the protocol, after inspecting it (keeps every byte)."""
+def adopt(
+    root: str | None,
+    as_json: bool,
+    note: str,
+    leaf_id: str | None,
+    by: str | None,
+    session_id: str,
+) -> None:
+    """Accept a change made outside the protocol, after inspecting it (keeps every byte).
+
+    Records a baseline: `verify` and `doctor` report the problems before it as adopted, not as
+    failures. Says which records left the active path (the model's context)."""
     session = _existing_session(root, session_id)
-    result = asyncio.run(session.adopt(note=note))
+    result = asyncio.run(session.adopt(note=note, leaf_id=leaf_id, by=by))
+    if as_json:
+        click.echo(json.dumps(None if result is None else asdict(result)))
+        return
     if result is None:
         click.echo("nothing to adopt: the transcript matches its committed state")
-    else:
-        click.echo(f"adopted; the chain restarts at seq {result.first_seq}")
+        return
+    click.echo(
+        f"adopted {result.adopted_bytes} bytes as {result.by}; the chain restarts at seq "
+        f"{result.seq} (entry {result.entry_id}); verify reports problems before it as adopted"
+    )
+    # Invariant STORE-I15: the operator is told what left the model's context.
+    if result.leaf_before_missing:
+        click.echo(
+            f"the last committed record {result.leaf_before} is no longer in the file: the "
+            "records of the conversation it ended are gone from the active path"
+        )
+    if result.left_active_path:
+        ids = result.left_active_path
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        click.echo(
+            f"{len(ids)} record(s) left the active path (the model's context): {shown}; "
+            f"to keep them, adopt with --leaf {result.leaf_before} instead (the outside "
+            "records stay in the file as a branch)"
+        )
+    elif not result.leaf_before_missing:
+        click.echo(f"the active path continues from {result.leaf_after}; no record left it")
 
 
 @sessions.command()

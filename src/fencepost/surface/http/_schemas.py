@@ -418,7 +418,21 @@ _SCHEMAS: dict[str, Any] = {
             "protocol_records": {"type": "integer"},
             "adopted_only": {"type": "boolean"},
             "writers": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "problems": {"type": "array", "items": {"type": "object"}},
+            "problems": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Failures: problems at or after the last operator adoption",
+            },
+            "adopted_problems": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Problems before the last `sessions adopt`; not failures",
+            },
+            "adoptions": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Operator adoptions: line, note, by, records that left the path",
+            },
             "fence_events": {"type": "array", "items": {"type": "object"}},
         },
     },
