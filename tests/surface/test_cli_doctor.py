@@ -86,3 +86,41 @@ def test_an_unknown_tool_fails_the_doctor_and_the_gateway_alike_naming_file_key_
     stderr = gw.stderr.decode()
     for part in (str(config), "unknown tool 'shell'", "agents.ops.tools", "line 3"):
         assert part in stderr, stderr
+
+
+def test_a_job_whose_agent_the_config_lacks_is_a_warning_with_the_fix_doctor_i3(tmp_path):
+    """Invariant DOCTOR-I3: the job fails every run; doctor says which and how to fix it."""
+    from datetime import UTC, datetime
+
+    from fencepost.runtime.cron import CronStore, EverySchedule, Payload, new_job
+
+    (tmp_path / "fencepost.toml").write_text('[agents.ops]\nmodel = "scripted/fast"\n')
+    now = datetime.now(UTC)
+    with CronStore(tmp_path / "cron.db") as store:
+        for name, agent in (("report", "gone"), ("fine", "ops")):
+            job = new_job(
+                name=name,
+                agent=agent,
+                schedule=EverySchedule(3600, anchor=now),
+                payload=Payload("agent_turn", "status?"),
+                now=now,
+            )
+            store.add_job(job, next_run_at=now)
+            if agent == "gone":
+                short = job.job_id[:8]
+    doc = procs.cli("doctor", "--home", str(tmp_path), "--json")
+    assert doc.returncode == 0, doc.stdout  # a warning, not a failure
+    report = json.loads(doc.stdout)
+    assert report["status"] == "warn"
+    [jobs] = [f for f in report["findings"] if f["check"] == "jobs"]
+    assert jobs["status"] == "warn" and jobs["subject"] == f"report ({short})"
+    assert "runs agent 'gone', which the config lacks (configured: ops)" in jobs["detail"]
+    assert f"fencepost cron edit {short} --agent NAME" in jobs["detail"]
+    assert f"fencepost cron disable {short}" in jobs["detail"]
+
+    (tmp_path / "fencepost.toml").write_text(
+        '[agents.ops]\nmodel = "scripted/fast"\n[agents.gone]\nmodel = "scripted/fast"\n'
+    )
+    again = json.loads(procs.cli("doctor", "--home", str(tmp_path), "--json").stdout)
+    [jobs] = [f for f in again["findings"] if f["check"] == "jobs"]
+    assert jobs["status"] == "ok"

@@ -176,6 +176,9 @@ class GatewayConfig:
     context_windows: Mapping[str, int] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    #: Not a key of the file: True only for demo mode's config (``demo.demo_config``). A gateway
+    #: on any other config removes the demo's jobs (Invariant DEMO-I2).
+    demo: bool = False
 
 
 # ---- every key, once: the parser's allowed sets and docs/reference/config.md --------------------

@@ -7,11 +7,18 @@ heartbeats also want to run), and a fast check. The model-snapshot, memory, traj
 heartbeat plugins are on. Within a few minutes the dashboard shows slow-model runs succeeding
 while the gateway's own writers write into their sessions during the model calls — the exact
 situation that failed every time under the stat-fingerprint fence (DESIGN.md §1).
+
+Demo and real state never mix (docs/design/gateway.md, "Leaving demo mode"): the cron database
+records which jobs demo mode installed (origin ``demo``, DEMO-I1), and a gateway that starts or
+reloads with any other config removes exactly those jobs (``retire_demo_jobs``, DEMO-I2). Their
+runs stay in the ledger and their transcripts stay in ``sessions/``; nothing of the user's is
+touched.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,15 +27,42 @@ from .cron import CronStore, Delivery, EverySchedule, Payload, new_job
 from .providers import ScriptStep
 
 __all__ = [
+    "DEMO_AGENTS",
     "DEMO_PREFIX",
+    "DemoRetired",
     "demo_config",
+    "demo_job_names",
     "gateway_config",
     "in_demo_mode",
     "install_demo_jobs",
+    "retire_demo_jobs",
 ]
 
-#: Demo jobs are named with this prefix; any other job means the user has real jobs.
+#: Demo jobs are named with this prefix, for people; what makes a job the demo's is its origin.
 DEMO_PREFIX = "demo: "
+#: The demo's agents, for messages (their main sessions are ``<agent>-main``).
+DEMO_AGENTS = ("analyst", "assistant")
+
+
+@dataclass(frozen=True)
+class DemoRetired:
+    """What leaving demo mode did: the demo jobs removed (names), and how many runs of theirs
+    the ledger keeps."""
+
+    jobs: tuple[str, ...]
+    runs_kept: int
+
+    def describe(self) -> list[str]:
+        """One line per fact, for the gateway's stderr, ``fencepost reload`` and the log."""
+        if not self.jobs:
+            return []
+        return [
+            f"left demo mode: removed the demo's {len(self.jobs)} job(s) "
+            f"({', '.join(self.jobs)}); their {self.runs_kept} run(s) stay in the ledger and "
+            "their transcripts in sessions/ (demo sessions: "
+            + ", ".join(f"{a}-main" for a in DEMO_AGENTS)
+            + ", and one per isolated run)"
+        ]
 
 
 def demo_config(slow_first_token_s: float = 20.0) -> GatewayConfig:
@@ -41,6 +75,7 @@ def demo_config(slow_first_token_s: float = 20.0) -> GatewayConfig:
     )
     heartbeat = (ScriptStep(text="HEARTBEAT_OK", first_token_delay_s=1.0),)
     return GatewayConfig(
+        demo=True,
         agents={
             "analyst": AgentConfig(
                 name="analyst",
@@ -64,15 +99,44 @@ def demo_config(slow_first_token_s: float = 20.0) -> GatewayConfig:
 
 
 def in_demo_mode(store: CronStore, has_config_file: bool) -> bool:
-    """Demo mode: no config file and no job other than demo jobs."""
+    """Demo mode: no config file and no job other than the ones demo mode installed."""
     if has_config_file:
         return False
-    return all(job.name.startswith(DEMO_PREFIX) for job, _ in store.list_jobs())
+    return all(origin == "demo" for origin in store.job_origins().values())
+
+
+def retire_demo_jobs(store: CronStore) -> DemoRetired:
+    """Remove every job demo mode installed, and nothing else (Invariant DEMO-I2): called by a
+    gateway that starts or reloads with a config that is not the demo's. A demo job running now
+    finishes with the agent it started with; its ledger row stays."""
+    origins = store.job_origins()
+    with store.transaction():
+        gone = [
+            (job.job_id, job.name)
+            for job, _ in store.list_jobs()
+            if origins.get(job.job_id) == "demo"
+        ]
+        for job_id, _ in gone:
+            store.delete_job(job_id)
+    counts = store.run_counts_by_job([job_id for job_id, _ in gone]) if gone else {}
+    runs = sum(c.get("runs", 0) for c in counts.values())
+    return DemoRetired(tuple(name for _, name in gone), runs)
+
+
+def demo_job_names(paths: StatePaths) -> list[str]:
+    """The names of the jobs demo mode installed on ``paths`` (none without a cron database);
+    creates nothing."""
+    if not paths.cron_db.exists():
+        return []
+    with CronStore(paths.cron_db, create=False) as store:
+        origins = store.job_origins()
+        return [job.name for job, _ in store.list_jobs() if origins[job.job_id] == "demo"]
 
 
 def install_demo_jobs(store: CronStore, now: datetime) -> int:
     """Add the demo jobs that are missing (idempotent); returns how many were added."""
-    have = {job.name for job, _ in store.list_jobs()}
+    origins = store.job_origins()
+    have = {job.name for job, _ in store.list_jobs() if origins[job.job_id] == "demo"}
     every = EverySchedule(60, anchor=now)
     specs = [
         (
@@ -101,7 +165,7 @@ def install_demo_jobs(store: CronStore, now: datetime) -> int:
             **fields,
         )
         # The first runs come within seconds, so a new user sees results at once.
-        store.add_job(job, next_run_at=now + timedelta(seconds=3 + 4 * i))
+        store.add_job(job, next_run_at=now + timedelta(seconds=3 + 4 * i), origin="demo")
         added += 1
     return added
 

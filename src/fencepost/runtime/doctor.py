@@ -55,6 +55,7 @@ async def run_doctor(
     )
     out += _check_gateway_lock(paths)
     out += _check_cron_db(paths)
+    out += _check_job_agents(paths, config)
     out += await _check_sessions(paths, fix=fix)
     out += _check_plugins(paths)
     out += _check_resources(paths, config)
@@ -131,6 +132,52 @@ def _check_cron_db(paths: StatePaths) -> list[Finding]:
                 "interrupted at the next gateway start if no gateway runs them",
             )
         )
+    return out
+
+
+def _check_job_agents(paths: StatePaths, config: str | None) -> list[Finding]:
+    """Invariant DOCTOR-I3: an enabled job whose agent the config a gateway here would run with
+    lacks fails every run; say so, with the fix. Read-only."""
+    from .config import agents_of
+    from .cron import CronStore
+    from .demo import gateway_config
+
+    if not paths.cron_db.exists():
+        return []
+    try:
+        cfg, _ = gateway_config(paths, config)  # the config `fencepost gateway` would use here
+    except (ConfigError, FencepostError):
+        return []  # the config check already failed, naming file, key and line
+    agents = agents_of(cfg)
+    known = ", ".join(sorted(agents))
+    out: list[Finding] = []
+    with CronStore(paths.cron_db, create=False) as store:
+        origins = store.job_origins()
+        for job, _ in store.list_jobs():
+            if not job.enabled or job.agent in agents:
+                continue
+            short = job.job_id[:8]
+            if origins.get(job.job_id) == "demo":
+                fix = (
+                    "a demo job: the next `fencepost gateway` start (or `fencepost reload`) "
+                    f"removes it, or now: fencepost cron rm {short}"
+                )
+            else:
+                fix = (
+                    f"give it a configured agent: fencepost cron edit {short} --agent NAME, "
+                    f"add [agents.{job.agent}] to the config, or fencepost cron disable {short}"
+                )
+            out.append(
+                Finding(
+                    "jobs",
+                    "warn",
+                    f"runs agent {job.agent!r}, which the config lacks (configured: {known}): "
+                    f"every run fails; {fix}",
+                    f"{job.name} ({short})",
+                )
+            )
+    if not out:
+        out.append(Finding("jobs", "ok", "every enabled job names a configured agent"))
     return out
 
 

@@ -66,7 +66,7 @@ def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...],
     if dataclasses.is_dataclass(obj):
         out = []
         for f in dataclasses.fields(obj):
-            if path == () and f.name in ("path", "scripts", "context_windows"):
+            if path == () and f.name in ("path", "demo", "scripts", "context_windows"):
                 continue  # not a key / compared whole (scripts, model windows: tested below)
             if f.name == "name" and path:
                 continue  # an agent's or provider's name is its table's key
@@ -96,7 +96,7 @@ LEAVES = _leaves(full_config())
 def test_the_diff_walks_every_section_of_the_config():
     sections = {path[0] for path, _ in LEAVES}
     names = {f.name for f in dataclasses.fields(GatewayConfig)}
-    assert sections == names - {"path", "scripts", "context_windows"}
+    assert sections == names - {"path", "demo", "scripts", "context_windows"}
     assert len(LEAVES) > 40
 
 

@@ -103,6 +103,22 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        "0003_job_origin",
+        (
+            # Invariant DEMO-I1: a job is the demo's only if demo mode installed it. Jobs that
+            # demo mode installed before this column existed are the three it names exactly.
+            "ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT 'user'"
+            " CHECK (origin IN ('user', 'demo'))",
+            """
+            UPDATE jobs SET origin = 'demo' WHERE (name, agent) IN (
+                VALUES ('demo: slow isolated report', 'analyst'),
+                       ('demo: slow review on main', 'analyst'),
+                       ('demo: fast check on main', 'assistant')
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,9 +12,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from fencepost.errors import CronStateError, InvalidJobError, JobNotFoundError
 
@@ -27,6 +27,7 @@ __all__ = [
     "DB_FILENAME",
     "CronStore",
     "CronStoreStatistics",
+    "JobOrigin",
     "JobState",
     "RunRecord",
     "default_db_path",
@@ -38,6 +39,9 @@ DB_FILENAME = "cron.db"
 BUSY_TIMEOUT_MS = 5000
 
 Migration = tuple[str, tuple[str, ...]]
+
+#: Who put a job in the database: the user (CLI, API, dashboard) or demo mode (DEMO-I1).
+JobOrigin = Literal["user", "demo"]
 
 
 def default_db_path(state_dir: str | os.PathLike[str]) -> str:
@@ -302,12 +306,16 @@ class CronStore:
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def add_job(self, job: Job, *, next_run_at: datetime | None) -> None:
+    def add_job(
+        self, job: Job, *, next_run_at: datetime | None, origin: JobOrigin = "user"
+    ) -> None:
+        """Store a new job. ``origin="demo"`` only for the jobs demo mode installs (DEMO-I1)."""
         validate_job_id(job.job_id)
         with self.transaction():
             self._conn.execute(
-                "INSERT INTO jobs (job_id, name, agent, enabled, spec, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO jobs"
+                " (job_id, name, agent, enabled, spec, created_at, updated_at, origin)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 (
                     job.job_id,
                     job.name,
@@ -316,6 +324,7 @@ class CronStore:
                     json.dumps(job.to_json(), ensure_ascii=False),
                     _ts(job.created_at),
                     _ts(job.updated_at),
+                    origin,
                 ),
             )
             self._conn.execute(
@@ -355,6 +364,14 @@ class CronStore:
             self.save_job(new)
             if changes:
                 self.update_state(new.job_id, **changes)
+            if replace(old, enabled=new.enabled, updated_at=new.updated_at) != new:
+                # Invariant DEMO-I1: a demo job the user edited is the user's from now on.
+                self._conn.execute("UPDATE jobs SET origin='user' WHERE job_id=?", (new.job_id,))
+
+    def job_origins(self) -> dict[str, JobOrigin]:
+        """Every job's origin by job id: ``demo`` for the jobs demo mode installed."""
+        rows = self._conn.execute("SELECT job_id, origin FROM jobs")
+        return {r[0]: "demo" if r[1] == "demo" else "user" for r in rows}
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job and its state. Its occurrences and ledger rows are kept."""

@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ from ..cron import (
     SystemClock,
     WebhookDeliverer,
 )
+from ..demo import DemoRetired, retire_demo_jobs
 from ..providers import (
     AttemptFailed,
     ChainEvent,
@@ -240,6 +241,8 @@ class Gateway:
         self._providers: _Providers | None = None
         self.tools: ToolRegistry
         self.specs: dict[str, AgentSpec] = {}
+        #: Set by start() on a config that is not the demo's: the demo jobs it removed.
+        self.left_demo: DemoRetired | None = None
 
     @property
     def providers(self) -> ProviderRegistry:
@@ -360,6 +363,8 @@ class Gateway:
         ready = await self._prepare(self.config)
         self._providers = _Providers(ready.providers)
         self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs
+        if not self.config.demo:  # before the scheduler: no demo job runs on a real config
+            self.left_demo = self._leave_demo()
         self.scheduler = Scheduler(
             self.cron,
             self._execute,
@@ -474,6 +479,9 @@ class Gateway:
             self._apply(ready)  # Invariant GATEWAY-I8: nothing changed before this line
             self._counts["reloads"] += 1
             await self._release(current)
+            if not self.config.demo:
+                result = replace(result, demo_jobs_removed=self._leave_demo().jobs)
+                self.scheduler.wake()
         log.info(
             "; ".join(result.describe()),
             extra={"action": "reload", "status": "applied" if result.changed else "unchanged"},
@@ -486,6 +494,14 @@ class Gateway:
                 extra={"action": "reload", "status": "restart_required"},
             )
         return result
+
+    def _leave_demo(self) -> DemoRetired:
+        """Invariant DEMO-I2: on a config that is not the demo's, the jobs demo mode installed
+        are removed (only those), and the log says so."""
+        retired = retire_demo_jobs(self.cron)
+        for line in retired.describe():
+            log.warning(line, extra={"action": "demo", "status": "retired"})
+        return retired
 
     def _apply(self, ready: _Prepared) -> None:
         """Swap a checked config in; synchronous, so no turn sees half of it."""

@@ -32,8 +32,8 @@ RESTART_FIELDS: tuple[tuple[str, ...], ...] = (
 
 #: Config fields whose TOML key is spelled differently.
 _KEY_FOR_FIELD = {"plugins": "plugins.enabled", "context_windows": "models"}
-#: Not configuration: where it came from.
-_NOT_COMPARED = frozenset({"path"})
+#: Not configuration: where it came from (a file, or demo mode).
+_NOT_COMPARED = frozenset({"path", "demo"})
 
 
 def _key(path: tuple[str, ...]) -> str:
@@ -89,10 +89,12 @@ class ReloadResult:
     agents_added: tuple[str, ...]
     agents_removed: tuple[str, ...]
     agents_changed: tuple[str, ...]
+    #: The demo jobs removed because the new config is not the demo's (DEMO-I2).
+    demo_jobs_removed: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
-        return bool(self.applied or self.restart_required)
+        return bool(self.applied or self.restart_required or self.demo_jobs_removed)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "changed": self.changed}
@@ -112,6 +114,11 @@ class ReloadResult:
                 lines.append(f"{label}: {', '.join(names)}")
         if self.applied:
             lines.append(f"applied: {', '.join(self.applied)}")
+        if self.demo_jobs_removed:
+            lines.append(
+                f"left demo mode: removed the demo's jobs ({', '.join(self.demo_jobs_removed)}); "
+                "their runs stay in the ledger, their transcripts in sessions/"
+            )
         if self.restart_required:
             lines.append(
                 f"needs a restart (not applied): {', '.join(self.restart_required)}; "

@@ -11,7 +11,9 @@ from rich.text import Text
 
 from ...errors import ConfigError
 from ...runtime.config import STARTER_CONFIG, StatePaths, default_home
+from ...runtime.demo import demo_job_names
 from ...runtime.doctor import run_doctor, summarize
+from ...runtime.gateway import running_gateway
 from . import _render
 from ._options import config_option, home_option
 from ._render import Col
@@ -64,6 +66,21 @@ def init(home: Path | None, force: bool) -> None:
     paths = StatePaths(home or default_home())
     if paths.config.exists() and not force:
         raise ConfigError(f"{paths.config} already exists (use --force to overwrite it)")
+    demo_jobs = demo_job_names(paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(STARTER_CONFIG, encoding="utf-8")
-    click.echo(f"wrote {paths.config}; edit it, then run: fencepost gateway")
+    owner = running_gateway(paths)
+    if owner is None:
+        click.echo(f"wrote {paths.config}; edit it, then run: fencepost gateway")
+    else:
+        click.echo(
+            f"wrote {paths.config}; edit it, then run: fencepost reload (the gateway running "
+            f"here, pid {owner.get('pid', '?')}, reads it then)"
+        )
+    if demo_jobs:
+        # Invariant DEMO-I3: the user is told what will happen to the demo's state.
+        click.echo(
+            f"this home has the demo's {len(demo_jobs)} job(s) ({', '.join(demo_jobs)}): the "
+            "gateway removes them when it starts or reloads with this config; their runs stay "
+            "in the ledger and their transcripts in sessions/. Your own jobs are never touched."
+        )

@@ -118,6 +118,8 @@ async def serve(
         url = f"http://{where}:{bound[1]}/"
         (paths.root / "gateway.url").write_text(url + "\n")
         if announce:
+            for line in gw.left_demo.describe() if gw.left_demo else ():
+                click.echo(line, err=True)  # Invariant DEMO-I2: the user is told
             click.echo(f"fencepost gateway on {paths.root}", err=True)
             click.echo(f"dashboard: {url}", err=True)
         if ready is not None:
@@ -167,8 +169,8 @@ def _config(
     if added is not None:
         click.echo(
             f"demo mode: 2 scripted agents (analyst: ~{slow_s:g} s to first token, assistant: "
-            f"fast), 3 jobs every minute ({added} added); add a real job or a fencepost.toml "
-            "to leave it",
+            f"fast), 3 jobs every minute ({added} added); `fencepost init` writes a config "
+            "to leave it (the demo's jobs are then removed, yours never)",
             err=True,
         )
     return cfg
@@ -269,6 +271,7 @@ def reload(home: Path | None, as_json: bool) -> None:
                 "agents_added",
                 "agents_removed",
                 "agents_changed",
+                "demo_jobs_removed",
             )
         },
     )

@@ -197,6 +197,11 @@ _SCHEMAS: dict[str, Any] = {
             "agents_added": {"type": "array", "items": {"type": "string"}},
             "agents_removed": {"type": "array", "items": {"type": "string"}},
             "agents_changed": {"type": "array", "items": {"type": "string"}},
+            "demo_jobs_removed": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Demo jobs removed: the new config is not demo mode's",
+            },
         },
     },
     "Schedule": {
