@@ -9,7 +9,6 @@ import pytest
 
 from fencepost import (
     OutsideProtocolChangeError,
-    SessionStore,
     TranscriptFormatError,
     active_path,
     custom,
@@ -17,13 +16,6 @@ from fencepost import (
     read_transcript,
     verify_transcript,
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path, durability="buffered")
-    yield s
-    s.close()
 
 
 async def _seeded(store, sid="s"):

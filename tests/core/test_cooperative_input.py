@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from fencepost import (
-    SessionStore,
     TranscriptFormatError,
     active_path,
     compaction,
@@ -17,13 +16,6 @@ from fencepost import (
     read_transcript,
     verify_transcript,
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path, durability="buffered")
-    yield s
-    s.close()
 
 
 def snapshot(path):

@@ -12,20 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fencepost import (
-    SessionStore,
     build_context,
     compaction,
     message,
     read_context,
     read_transcript,
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path, durability="buffered")
-    yield s
-    s.close()
 
 
 async def _turns(sess, n, start=0):
