@@ -129,3 +129,20 @@ def test_the_gateway_process_runs_on_the_c_allocator_gateway_i7(tmp_path):
         environ = Path(f"/proc/{gw.proc.pid}/environ").read_bytes().split(b"\0")
         assert b"PYTHONMALLOC=malloc" in environ
         assert invoke(["status"], tmp_path).code == 0
+
+
+def test_status_lists_jobs_due_at_the_same_instant_in_name_order_cli_i7(tmp_path):
+    """Two jobs with one next run (the demo's, or any added together) are ordered by name; the
+    first `status` on a demo home once failed comparing them."""
+    from datetime import UTC, datetime, timedelta
+
+    from fencepost.runtime.cron import CronStore, EverySchedule
+    from tests.runtime.cron.conftest import add_job
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with CronStore(tmp_path / "cron.db", create=True) as store:
+        for name in ("zeta", "alpha"):
+            add_job(store, now, EverySchedule(3600.0, now + timedelta(minutes=5)), name=name)
+    got = invoke(["status", "--json"], tmp_path)
+    got.check("status")
+    assert [j["name"] for j in json.loads(got.stdout)["jobs"]] == ["alpha", "zeta"]

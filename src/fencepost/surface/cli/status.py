@@ -72,7 +72,8 @@ def gather_status(paths: Any, config: str | None, *, failures: int) -> dict[str,
         with CronStore(paths.cron_db) as store:
             rows = store.list_jobs()
             due = sorted(
-                (s.next_run_at, j) for j, s in rows if j.enabled and s.next_run_at is not None
+                ((s.next_run_at, j) for j, s in rows if j.enabled and s.next_run_at is not None),
+                key=lambda pair: (pair[0], pair[1].name, pair[1].job_id),
             )
             out["jobs"] = [
                 {"job_id": j.job_id, "name": j.name, "next_run_at": at.isoformat()} for at, j in due
