@@ -7,6 +7,7 @@ the ``[limits]`` config, so both say the same thing (docs/design/gateway.md GATE
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,8 +33,16 @@ _MB = 1024 * 1024
 #: (one ``malloc_trim`` takes well under a millisecond at the gateway's size).
 TRIM_EVERY_S = 60.0
 
-_trim: Callable[[int], int] | None = None
-_trim_loaded = False
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def release_free_memory() -> bool:
@@ -44,18 +53,10 @@ def release_free_memory() -> bool:
     long-running process with worker threads otherwise keeps the high-water mark of every arena
     resident, and its RSS creeps up with uptime although nothing it holds grows.
     """
-    global _trim, _trim_loaded
-    if not _trim_loaded:
-        _trim_loaded = True
-        try:
-            import ctypes
-
-            _trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _trim = None
-    if _trim is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _trim(0)
+    trim(0)
     return True
 
 
