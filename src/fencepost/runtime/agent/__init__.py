@@ -26,7 +26,19 @@ from ._runner import (
     run_turn,
     steering_messages,
 )
-from ._tools import Tool, ToolContext, ToolFailed, ToolRegistry, builtin_tools, check_arguments
+from ._tools import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Approver,
+    Tool,
+    ToolContext,
+    ToolDenied,
+    ToolFailed,
+    ToolRegistry,
+    ToolSource,
+    builtin_tools,
+    check_arguments,
+)
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
@@ -46,10 +58,15 @@ __all__ = [
     "plan_compaction",
     "MESSAGE_ENVELOPE_BYTES",
     "AgentSpec",
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Approver",
     "Tool",
     "ToolContext",
+    "ToolDenied",
     "ToolFailed",
     "ToolRegistry",
+    "ToolSource",
     "TurnResult",
     "TurnStatus",
     "builtin_tools",

@@ -48,7 +48,7 @@ from ._compaction import (
     model_summariser,
     plan_compaction,
 )
-from ._tools import Tool, ToolContext, ToolFailed, check_arguments
+from ._tools import Approver, Tool, ToolContext, ToolFailed, ToolSource, check_arguments
 
 __all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
 
@@ -69,6 +69,8 @@ class AgentSpec:
     fallbacks: tuple[str, ...] = ()
     system_prompt: str = ""
     tools: Mapping[str, Tool] = field(default_factory=dict)
+    #: Tools known only at run time (MCP servers), listed once per turn before the lease.
+    tool_sources: tuple[ToolSource, ...] = ()
     workspace: Path | None = None
     max_steps: int = 8
     max_tokens: int = 4096
@@ -207,12 +209,14 @@ async def run_turn(
     on_event: EventSink | None = None,
     retry: RetryPolicy | None = None,
     prompt_written: asyncio.Event | None = None,
+    approve: Approver | None = None,
 ) -> TurnResult:
     """Run one agent turn on ``session`` and say what happened.
 
     Provider failures, timeouts and takeovers are results, not exceptions; a ConfigError (bad
     model reference), LeaseBusyError (``wait_timeout_s`` ran out) and cancellation propagate.
     ``prompt_written`` is set once the prompt (or system event) is in the transcript.
+    ``approve`` decides the calls a tool's ``ask`` policy holds (None: they are denied).
     """
     if (prompt is None) == (system_event is None):
         raise ValueError("run_turn needs exactly one of prompt or system_event")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,10 +21,15 @@ from ...errors import ConfigError
 from ..providers import ToolSpec
 
 __all__ = [
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Approver",
     "Tool",
     "ToolContext",
+    "ToolDenied",
     "ToolFailed",
     "ToolRegistry",
+    "ToolSource",
     "builtin_tools",
     "check_arguments",
 ]
@@ -38,6 +43,34 @@ class ToolFailed(Exception):
     """Raised by a tool to report an error to the model (becomes ``isError`` output)."""
 
 
+class ToolDenied(ToolFailed):
+    """Raised by a tool whose call a policy or an operator refused. The runner tells the model
+    once; a turn that keeps asking for refused calls ends (docs/design/agent-runner.md)."""
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What a tool asks an operator to allow, as the operator sees it."""
+
+    tool: str
+    #: One line: what would happen (for exec, the command).
+    summary: str
+    #: JSON-able details (for exec: argv, cwd, shell).
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    approved: bool
+    #: Who decided: ``cli:<user>``, ``http``, ``dashboard``, ``timeout``, ``policy:<why>``.
+    by: str
+    reason: str = ""
+
+
+#: Asks for an approval and waits for the decision (bounded by the approver).
+Approver = Callable[[ApprovalRequest], Awaitable[ApprovalDecision]]
+
+
 @dataclass(frozen=True)
 class ToolContext:
     agent: str
@@ -48,6 +81,8 @@ class ToolContext:
     http_allow: frozenset[str] = frozenset()
     http_timeout_s: float = 20.0
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    #: Who approves calls an ``ask`` policy holds; None: nobody can, so they are denied.
+    approve: Approver | None = None
 
 
 ToolFn = Callable[[Mapping[str, Any], ToolContext], Awaitable[str]]
@@ -61,9 +96,22 @@ class Tool:
     parameters: Mapping[str, Any] = field(
         default_factory=lambda: {"type": "object", "properties": {}}
     )
+    #: How long one call may take; None: the agent's ``tool_timeout_s``.
+    timeout_s: float | None = None
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
+
+
+class ToolSource(Protocol):
+    """Tools known only at run time (an MCP server's): asked once per turn, before the lease.
+
+    ``tools`` never raises: a source that cannot list its tools logs why and returns what it
+    can (tools whose calls report the failure as ``isError``)."""
+
+    name: str
+
+    async def tools(self) -> Sequence[Tool]: ...
 
 
 def _is_json_type(value: object, want: str) -> bool:
