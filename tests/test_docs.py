@@ -202,7 +202,7 @@ def _minimal() -> dict[str, Any]:
         "agents": {"ops": {"model": "scripted/demo", "heartbeat": {}, "compaction": {}}},
         "models": {"local/qwen": {}},
         "scripts": {"demo": {"steps": [{}]}},
-        **{s: {} for s in ("cron", "server", "plugins", "limits", "retention")},
+        **{s: {} for s in ("cron", "server", "plugins", "limits", "retention", "approvals")},
     }
 
 

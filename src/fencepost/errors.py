@@ -34,6 +34,8 @@ __all__ = [
     "CronStateError",
     "DeliveryError",
     "GatewayError",
+    "ApprovalNotFoundError",
+    "ApprovalDecidedError",
     "ProviderError",
     "ProviderErrorKind",
 ]
@@ -373,3 +375,26 @@ class GatewayError(FencepostError):
         self.url = url
         self.status = status
         self.code = code
+
+
+class ApprovalNotFoundError(GatewayError, LookupError):
+    """No pending approval request has this id (docs/design/approvals.md)."""
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(
+            f"no approval request {approval_id!r} is waiting; list them with "
+            "'fencepost approvals list'"
+        )
+        self.approval_id = approval_id
+
+
+class ApprovalDecidedError(GatewayError):
+    """An approval request was already decided (by an operator, its timeout or its run's end);
+    a second decision changes nothing."""
+
+    def __init__(self, approval_id: str, *, approved: bool, by: str) -> None:
+        verdict = "approved" if approved else "denied"
+        super().__init__(f"approval request {approval_id!r} was already decided: {verdict} by {by}")
+        self.approval_id = approval_id
+        self.approved = approved
+        self.by = by

@@ -60,6 +60,10 @@ def test_the_starter_config_loads(tmp_path):
         ),
         ("[retention]\narchive_after_days = 1e12\n", "retention.archive_after_days", 2, "36600"),
         ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes", 2, "between 1024"),
+        ('[approvals]\nunattended = "ask"\n', "approvals.unattended", 2, '"deny" or "wait"'),
+        ("[approvals]\ntimeout_s = 0\n", "approvals.timeout_s", 2, "from 1 to 86400"),
+        ("[approvals]\nunattended_timeout_s = 1e9\n", "approvals.unattended_timeout_s", 2, "86400"),
+        ("[approvals]\nmax_pending = 0\n", "approvals.max_pending", 2, "from 1 to 100000"),
         # Invariant DOCTOR-I2: an unknown plugin is refused when the file is read
         ('[plugins]\nenabled = ["memory", "memroy"]\n', "plugins.enabled", 2, "'memroy'"),
     ],
@@ -103,3 +107,18 @@ def test_a_bad_model_budget_names_its_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, '[models."scripted/fast"]\ncontext_windw = 3\n'))
     assert "context_windw" in str(err.value)
+
+
+def test_approval_waits_come_from_the_policy_and_unattended_turns_deny_by_default(tmp_path):
+    """Invariant APPROVAL-I4: how long a request waits is the config's (and a job's) choice:
+    interactive turns wait timeout_s; unattended ones deny at once unless told to wait."""
+    cfg = load_config(write(tmp_path, STARTER_CONFIG)).approvals
+    assert (cfg.timeout_s, cfg.unattended, cfg.max_pending) == (300.0, "deny", 100)
+    assert cfg.wait_s(unattended=False) == 300.0
+    assert cfg.wait_s(unattended=True) == 0.0
+    assert cfg.wait_s(unattended=True, on_ask="wait") == cfg.unattended_timeout_s == 60.0
+    waits = load_config(
+        write(tmp_path, '[approvals]\nunattended = "wait"\nunattended_timeout_s = 90\n')
+    ).approvals
+    assert waits.wait_s(unattended=True) == 90.0
+    assert waits.wait_s(unattended=True, on_ask="deny") == 0.0

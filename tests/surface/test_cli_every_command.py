@@ -34,6 +34,9 @@ ENTRY = json.dumps({"type": "message", "message": {"role": "assistant", "content
 #: are filled in per home. ``None`` marks a command that only runs as a real process (below).
 INVOCATIONS: dict[str, list[list[str]] | None] = {
     "agent run": [["--session", "{session}", "--message", "hello"]],
+    "approvals approve": [["ap-0123456789abcdef"], ["ap-0123456789abcdef", "--json"]],
+    "approvals deny": [["ap-0123456789abcdef", "--reason", "not today"]],
+    "approvals list": [[], ["--json"]],
     "cron add": [["--name", "hourly", "--agent", "{agent}", "--every", "1h", "--message", "ok?"]],
     "cron disable": [["{job}"]],
     "cron edit": [["{job}", "--every", "2h"]],

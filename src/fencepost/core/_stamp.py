@@ -47,6 +47,7 @@ WriterKind = Literal[
     "subagent",
     "session",
     "operator",
+    "approval",
 ]
 BUILTIN_WRITER_KINDS: frozenset[str] = frozenset(WriterKind.__args__)  # type: ignore[attr-defined]
 

@@ -30,6 +30,7 @@ __all__ = [
     "agents_of",
     "check_model",
     "AgentConfig",
+    "ApprovalsConfig",
     "StatePaths",
     "agent_spec",
     "default_home",
@@ -161,6 +162,30 @@ class LimitsConfig:
     warn_state_dir_mb: float = 10240.0
 
 
+#: The longest an approval may be waited for: a turn that waits longer is not a scheduled turn.
+MAX_APPROVAL_WAIT_S = 86400.0
+
+
+@dataclass(frozen=True)
+class ApprovalsConfig:
+    """How long a tool call an ``ask`` policy holds waits for the operator (docs/design/
+    approvals.md). Interactive turns wait ``timeout_s``; unattended ones (cron jobs, heartbeats)
+    are denied at once, or wait ``unattended_timeout_s`` when ``unattended = "wait"`` (a job's
+    ``on_ask`` overrides it)."""
+
+    timeout_s: float = 300.0
+    unattended: str = "deny"  # "deny" | "wait"
+    unattended_timeout_s: float = 60.0
+    #: Requests waiting at once, over all sessions; past it a request is denied at once.
+    max_pending: int = 100
+
+    def wait_s(self, *, unattended: bool, on_ask: str | None = None) -> float:
+        """How long a request waits (0: denied at once, never waits; APPROVAL-I4)."""
+        if not unattended:
+            return self.timeout_s
+        return self.unattended_timeout_s if (on_ask or self.unattended) == "wait" else 0.0
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
@@ -176,6 +201,7 @@ class GatewayConfig:
     context_windows: Mapping[str, int] = field(default_factory=dict)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     #: Not a key of the file: True only for demo mode's config (``demo.demo_config``). A gateway
     #: on any other config removes the demo's jobs (Invariant DEMO-I2).
     demo: bool = False
@@ -213,6 +239,7 @@ _RP = RetentionPolicy()
 _LC = LimitsConfig()
 _SC = ServerConfig()
 _CD = CronDefaults()
+_AP = ApprovalsConfig()
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("", "durability", "string", "fsync",
@@ -379,6 +406,20 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               read="retention.log_max_bytes"),
     ConfigKey("retention", "log_backups", "integer", _RP.log_backups,
               "Rotated log files kept.", "3", read="retention.log_backups"),
+    # approvals
+    ConfigKey("approvals", "timeout_s", "number", _AP.timeout_s,
+              "Seconds a tool call held for approval waits in an interactive turn; unanswered, "
+              "it is denied (1 to 86400).", "120", read="approvals.timeout_s"),
+    ConfigKey("approvals", "unattended", "string", _AP.unattended,
+              'Cron and heartbeat turns: "deny" a held call at once, or "wait" for '
+              "unattended_timeout_s (a job's on_ask overrides it).", '"wait"',
+              read="approvals.unattended"),
+    ConfigKey("approvals", "unattended_timeout_s", "number", _AP.unattended_timeout_s,
+              'Seconds an unattended turn waits when it is "wait" (1 to 86400).', "600",
+              read="approvals.unattended_timeout_s"),
+    ConfigKey("approvals", "max_pending", "integer", _AP.max_pending,
+              "Requests waiting at once; past it a new one is denied at once (1 to 100000).",
+              "20", read="approvals.max_pending"),
 )  # fmt: skip
 
 #: The sections, in the order the reference lists them, with what each is for.
@@ -399,6 +440,8 @@ CONFIG_SECTIONS: Mapping[str, str] = {
     "limits": "Resource bounds, and the watermarks `fencepost doctor` and `/api/health` warn at.",
     "retention": "Retention (docs/design/retention.md); `fencepost gc --dry-run` shows what it "
     "would do.",
+    "approvals": "Approvals of tool calls an `ask` policy holds (docs/design/approvals.md): "
+    "`fencepost approvals`, `/api/approvals` and the dashboard decide them.",
 }
 
 
@@ -732,6 +775,33 @@ def parse_config(
         windows,
         _limits(r, raw),
         _retention(r, r.get(raw, "", "retention", dict, {})),
+        _approvals(r, r.get(raw, "", "approvals", dict, {})),
+    )
+
+
+def _approvals(r: _Reader, t: Mapping[str, Any]) -> ApprovalsConfig:
+    """The ``[approvals]`` section (docs/design/approvals.md): every wait is bounded."""
+    k = "approvals"
+    d = ApprovalsConfig()
+    r.table(t, k, config_keys(k))
+
+    def wait(name: str, default: float) -> float:
+        value = r.positive(t, k, name, default, maximum=MAX_APPROVAL_WAIT_S)
+        if value < 1:
+            raise r.error(f"{k}.{name}", f"must be from 1 to {MAX_APPROVAL_WAIT_S:g} seconds")
+        return value
+
+    unattended = r.get(t, k, "unattended", str, d.unattended)
+    if unattended not in ("deny", "wait"):
+        raise r.error(f"{k}.unattended", 'must be "deny" or "wait"')
+    max_pending = int(r.get(t, k, "max_pending", int, d.max_pending))
+    if not 1 <= max_pending <= 100_000:
+        raise r.error(f"{k}.max_pending", "must be from 1 to 100000")
+    return ApprovalsConfig(
+        timeout_s=wait("timeout_s", d.timeout_s),
+        unattended=unattended,
+        unattended_timeout_s=wait("unattended_timeout_s", d.unattended_timeout_s),
+        max_pending=max_pending,
     )
 
 
@@ -906,4 +976,12 @@ ledger_keep_per_job = 1000             # and beyond this many per job (counters 
 every_s = 3600                         # how often the gateway applies it; 0 = only by hand
 log_max_bytes = 10485760               # the gateway log rotates past this size
 log_backups = 5
+
+# Approvals of tool calls an "ask" policy holds: `fencepost approvals list|approve|deny`, the
+# HTTP API (/api/approvals) or the dashboard decide; unanswered, a request is denied.
+[approvals]
+timeout_s = 300                        # interactive turns wait this long
+unattended = "deny"                    # cron and heartbeat turns: "deny" at once, or "wait"
+# unattended_timeout_s = 60            # how long they wait when unattended = "wait"
+max_pending = 100                      # requests waiting at once; past it, denied at once
 """

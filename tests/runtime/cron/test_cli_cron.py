@@ -365,3 +365,27 @@ def test_cron_run_runs_the_job_now_in_process_and_records_it(state):
     assert row["status"] == "ok" and row["trigger"] == "manual" and row["reply"] == "ok"
     ledger = json.loads(fp(state, "runs", "--json").output)
     assert [r["run_id"] for r in ledger] == [row["run_id"]]
+
+
+def test_a_job_says_what_its_runs_do_with_a_call_that_needs_approval(state):
+    """Invariant APPROVAL-I4: the job's on_ask (deny | wait | unset) is kept through add, edit,
+    show and storage; a job stored before the field existed reads as unset."""
+    job = add(state, "--name", "j", "--every", "1h", "--message", "m", "--on-ask", "wait")
+    assert job["on_ask"] == "wait"
+    edited = json.loads(fp(state, "edit", "--json", job["job_id"], "--on-ask", "default").output)
+    assert edited["on_ask"] is None
+    edited = json.loads(fp(state, "edit", "--json", job["job_id"], "--on-ask", "deny").output)
+    assert edited["on_ask"] == "deny"
+    assert "deny" in fp(state, "show", job["job_id"]).output
+    bad = fp(state, "add", "--agent", "ops", "--name", "k", "--every", "1h", "--message", "m",
+             "--on-ask", "maybe", ok=False)  # fmt: skip
+    assert bad.exit_code == 2 and "maybe" in bad.output
+    store = CronStore(default_db_path(state))
+    try:
+        store._conn.execute(
+            "UPDATE jobs SET spec = json_remove(spec, '$.on_ask') WHERE job_id = ?",
+            (job["job_id"],),
+        )
+        assert store.get_job(job["job_id"]).on_ask is None
+    finally:
+        store.close()

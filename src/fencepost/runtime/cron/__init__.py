@@ -9,9 +9,11 @@ from ._clock import Clock, ManualClock, SystemClock
 from ._delivery import Deliverer, SessionMirrorDeliverer, WebhookDeliverer, webhook_body
 from ._job import (
     DEFAULT_TIMEOUT_S,
+    ON_ASK,
     Delivery,
     Job,
     JobValidator,
+    OnAsk,
     Payload,
     PayloadKind,
     edit_job,
@@ -120,6 +122,8 @@ __all__ = [
     "JobOrigin",
     "JobState",
     "JobValidator",
+    "ON_ASK",
+    "OnAsk",
     "ManualClock",
     "OutcomeStatus",
     "Payload",

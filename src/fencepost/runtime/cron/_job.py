@@ -28,6 +28,8 @@ __all__ = [
     "Delivery",
     "Job",
     "JobValidator",
+    "ON_ASK",
+    "OnAsk",
     "Payload",
     "PayloadKind",
     "known_names_validator",
@@ -47,6 +49,11 @@ MAX_TIMEOUT_S = 86400.0
 
 PayloadKind = Literal["agent_turn", "system_event"]
 DeliveryKind = Literal["none", "session", "webhook"]
+#: What a run of the job does with a tool call that needs an operator's approval: deny it at
+#: once, or wait a bounded time (``[approvals] unattended_timeout_s``); None: ``[approvals]
+#: unattended`` decides (docs/design/approvals.md).
+OnAsk = Literal["deny", "wait"]
+ON_ASK: tuple[str, ...] = ("deny", "wait")
 
 _AGENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # fullmatch
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -93,6 +100,7 @@ class Job:
     timeout_s: float = DEFAULT_TIMEOUT_S
     delivery: Delivery = field(default_factory=Delivery)
     delete_after_run: bool = False
+    on_ask: OnAsk | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -118,6 +126,7 @@ class Job:
             "timeout_s": self.timeout_s,
             "delivery": {"kind": self.delivery.kind, "to": self.delivery.to},
             "delete_after_run": self.delete_after_run,
+            "on_ask": self.on_ask,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
@@ -137,6 +146,7 @@ class Job:
             timeout_s=float(obj["timeout_s"]),
             delivery=Delivery(obj["delivery"]["kind"], obj["delivery"].get("to")),
             delete_after_run=bool(obj.get("delete_after_run")),
+            on_ask=obj.get("on_ask"),  # absent in jobs stored before it existed: None
             created_at=_dt(obj.get("created_at")),
             updated_at=_dt(obj.get("updated_at")),
         )
@@ -279,6 +289,12 @@ def validate_job(job: Job, validator: JobValidator | None = None) -> Job:
     if job.delete_after_run and not job.one_shot:
         raise InvalidJobError(
             "delete_after_run applies to one-shot (--at) jobs only", key="delete_after_run"
+        )
+    if job.on_ask is not None and job.on_ask not in ON_ASK:
+        raise InvalidJobError(
+            f"unknown on_ask {job.on_ask!r}; use deny or wait (or leave it unset for the "
+            "config's [approvals] unattended)",
+            key="on_ask",
         )
     if job.delivery.kind == "session":
         _check_session_id(job.delivery.to or "", "delivery")

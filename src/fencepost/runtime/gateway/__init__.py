@@ -1,5 +1,15 @@
 """The gateway: scheduler, lanes, heartbeats and plugins in one process (docs/design/gateway.md)."""
 
+from ._approvals import (
+    APPROVAL_DECISION,
+    APPROVAL_REQUEST,
+    APPROVAL_WRITER,
+    ApprovalService,
+    ApprovalStatistics,
+    DecidedApproval,
+    PendingApproval,
+    check_decider,
+)
 from ._gateway import (
     QUEUED_MESSAGE,
     Gateway,
@@ -15,6 +25,14 @@ from ._logging import JsonLinesHandler
 from ._reload import RESTART_FIELDS, ReloadResult, config_changes, plan_reload
 
 __all__ = [
+    "APPROVAL_DECISION",
+    "APPROVAL_REQUEST",
+    "APPROVAL_WRITER",
+    "ApprovalService",
+    "ApprovalStatistics",
+    "DecidedApproval",
+    "PendingApproval",
+    "check_decider",
     "ENTRY_POINT_GROUP",
     "FencepostHooks",
     "Gateway",

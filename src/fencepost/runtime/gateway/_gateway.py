@@ -61,6 +61,7 @@ from ..providers import (
     ToolCallReceived,
 )
 from ..resources import TRIM_EVERY_S, release_free_memory
+from ._approvals import ApprovalService
 from ._hooks import call_hook, make_plugin_manager
 from ._logging import JsonLinesHandler
 from ._reload import ReloadResult, plan_reload
@@ -237,6 +238,8 @@ class Gateway:
         # Set by start():
         self.store: SessionStore
         self.cron: CronStore
+        #: Tool calls an ``ask`` policy holds, waiting for an operator (docs/design/approvals.md).
+        self.approvals: ApprovalService
         self.scheduler: Scheduler
         self._providers: _Providers | None = None
         self.tools: ToolRegistry
@@ -359,6 +362,12 @@ class Gateway:
             max_open_sessions=self.config.limits.max_open_sessions,
         )
         self.store.subscribe(self._on_transcript_updated)
+        self.approvals = ApprovalService(
+            self.store,
+            now=self.clock.now,
+            max_pending=self.config.approvals.max_pending,
+            publish=self._publish,
+        )
         self.cron = CronStore(self.paths.cron_db, create=True)
         ready = await self._prepare(self.config)
         self._providers = _Providers(ready.providers)
@@ -408,6 +417,9 @@ class Gateway:
             task.cancel()
         if self._background:
             await asyncio.wait(list(self._background))
+        # Invariant APPROVAL-I5: what still waits is withdrawn and recorded before the store
+        # closes.
+        await self.approvals.aclose()
         await call_hook(self.plugins, "fencepost_shutdown", gateway=self)
         log.info("gateway stopped", extra={"action": "stop"})
         await self._close()
@@ -513,6 +525,7 @@ class Gateway:
             self._providers = _Providers(ready.providers)
             old.retired = True
             self._retired.append(old)
+        self.approvals.max_pending = ready.config.approvals.max_pending
         self.scheduler.max_concurrent_runs = ready.config.cron.max_concurrent_runs
         self.scheduler.catchup_grace_s = ready.config.cron.catch_up_grace_s
         self.scheduler.wake()  # more room for runs, maybe
@@ -621,12 +634,15 @@ class Gateway:
         fallbacks: tuple[str, ...] | None = None,
         timeout_s: float | None = None,
         prompt_written: asyncio.Event | None = None,
+        approval_wait_s: float | None = None,
     ) -> TurnResult:
         """Run a turn in the session's lane (after the turns queued before it).
 
         ``prompt_written`` is set once the prompt is in the transcript. The turn runs with the
         agent and providers in force when it was asked for, whatever a reload changes while it
-        waits or runs (Invariant GATEWAY-I10)."""
+        waits or runs (Invariant GATEWAY-I10). ``approval_wait_s`` bounds how long a tool call
+        held for approval waits (None: ``[approvals] timeout_s``, an interactive turn; 0: denied
+        at once, an unattended one)."""
         name = self.agent(agent)
         spec, cfg, providers = self.specs[name], self.agents[name], self._providers
         assert providers is not None, "the gateway has not started"
@@ -654,6 +670,7 @@ class Gateway:
                     spec=spec,
                     cfg=cfg,
                     providers=providers.registry,
+                    approval_wait_s=approval_wait_s,
                 )
             finally:
                 lane.current_run = None
@@ -680,6 +697,7 @@ class Gateway:
         spec: AgentSpec,
         cfg: AgentConfig,
         providers: ProviderRegistry,
+        approval_wait_s: float | None = None,
     ) -> TurnResult:
         chain = [str(ModelRef.parse(r)) for r in spec.chain(model, fallbacks)]
         await call_hook(
@@ -726,19 +744,26 @@ class Gateway:
                     event=payload,
                 )
 
-        result = await run_turn(
-            self.store.session(session_id),
-            spec,
-            providers=providers,
-            run_id=run_id,
-            prompt=prompt,
-            system_event=system_event,
-            model=model,
-            fallbacks=fallbacks,
-            timeout_s=timeout_s or cfg.timeout_s,
-            on_event=on_event,
-            prompt_written=prompt_written,
-        )
+        wait_s = self.config.approvals.timeout_s if approval_wait_s is None else approval_wait_s
+        try:
+            result = await run_turn(
+                self.store.session(session_id),
+                spec,
+                providers=providers,
+                run_id=run_id,
+                prompt=prompt,
+                system_event=system_event,
+                model=model,
+                fallbacks=fallbacks,
+                timeout_s=timeout_s or cfg.timeout_s,
+                on_event=on_event,
+                prompt_written=prompt_written,
+                # Invariant APPROVAL-I4: the policy, not the model, says how long a request waits.
+                approve=self.approvals.approver(session_id, run_id, agent, wait_s=wait_s),
+            )
+        finally:
+            # Invariant APPROVAL-I5: nothing of a run that ended still waits for a decision.
+            await self.approvals.withdraw_run(run_id)
         self._counts["ok" if result.ok else "failed"] += 1
         log.info(
             "turn %s: %s",
@@ -833,6 +858,9 @@ class Gateway:
             model=job.model,
             fallbacks=tuple(job.fallbacks) if job.fallbacks else None,
             timeout_s=ctx.timeout_s,
+            # Invariant APPROVAL-I4: nobody watches a cron run; the job's policy, else the
+            # config's, says deny at once or wait a bounded time.
+            approval_wait_s=self.config.approvals.wait_s(unattended=True, on_ask=job.on_ask),
         )
         return RunOutcome(
             result.status,
@@ -924,6 +952,7 @@ class Gateway:
             agent,
             system_event=cfg.heartbeat.prompt,
             run_id=f"hb-{uuid.uuid4().hex[:12]}",
+            approval_wait_s=self.config.approvals.wait_s(unattended=True),  # nobody watches
         )
         if result.ok and result.reply.strip() == "HEARTBEAT_OK":
             self._counts["hb_suppressed"] += 1  # nothing to report: no delivery, no noise

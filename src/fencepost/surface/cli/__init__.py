@@ -10,6 +10,7 @@ import click
 
 from ... import __version__
 from ...errors import (
+    ApprovalNotFoundError,
     ConfigError,
     FencepostError,
     InvalidSessionIdError,
@@ -22,6 +23,7 @@ from ...errors import (
     TranscriptFormatError,
 )
 from .agent import agent
+from .approvals import approvals
 from .cron import cron
 from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
@@ -43,6 +45,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (RecordTooLargeError, 2),
     (SessionNotFoundError, 3),
     (JobNotFoundError, 3),
+    (ApprovalNotFoundError, 3),
     (OutsideProtocolChangeError, 4),
     (SessionTakeoverError, 4),
     (LockTimeoutError, 5),
@@ -58,6 +61,7 @@ def cli() -> None:
 
 cli.add_command(sessions)
 cli.add_command(agent)
+cli.add_command(approvals)
 cli.add_command(cron)
 cli.add_command(demo)
 cli.add_command(gateway)

@@ -18,7 +18,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, FencepostError, GatewayError, JobNotFoundError
+from ...errors import (
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
+    ConfigError,
+    FencepostError,
+    GatewayError,
+    JobNotFoundError,
+)
 from ...runtime.config import StatePaths, state_config
 from ...runtime.gateway import running_gateway
 
@@ -85,16 +92,22 @@ class GatewayClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         job_id: str | None = None,
+        approval_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One JSON request; an error answer or no answer raises (Invariant CLI-I4)."""
         url = self.url + path.lstrip("/")
         data = json.dumps({} if body is None else body).encode() if method != "GET" else None
-        req = urllib.request.Request(url, data=data, method=method, headers=self.headers())
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={**self.headers(), **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raise self._refusal(exc.code, exc.read(), job_id=job_id) from None
+            raise self._refusal(
+                exc.code, exc.read(), job_id=job_id, approval_id=approval_id
+            ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise GatewayError(
@@ -128,18 +141,43 @@ class GatewayClient:
         the file, key and line (the gateway keeps its old config; GATEWAY-I8)."""
         return self.request("POST", "api/reload")
 
-    def _refusal(self, status: int, raw: bytes, *, job_id: str | None) -> FencepostError:
+    def approvals(self) -> dict[str, Any]:
+        """``GET /api/approvals``: the tool calls waiting for an operator."""
+        return self.request("GET", "api/approvals")
+
+    def decide_approval(
+        self, approval_id: str, *, approve: bool, reason: str, by: str
+    ) -> dict[str, Any]:
+        """``POST /api/approvals/{id}`` as ``by`` (``cli:<user>``; docs/design/approvals.md,
+        APPROVAL-I7): the decision, once it is in the transcript."""
+        return self.request(
+            "POST",
+            f"api/approvals/{urllib.parse.quote(approval_id, safe='')}",
+            {"decision": "approve" if approve else "deny", "reason": reason},
+            approval_id=approval_id,
+            headers={"X-Fencepost-Decider": by},
+        )
+
+    def _refusal(
+        self, status: int, raw: bytes, *, job_id: str | None, approval_id: str | None = None
+    ) -> FencepostError:
         """The fencepost error for an API error answer (Invariant CLI-I4)."""
         try:
             err = json.loads(raw).get("error", {})
             code, message, field = err.get("code"), err.get("message"), err.get("field")
             file = err.get("file")
         except (ValueError, AttributeError):
-            code, message, field = None, raw.decode(errors="replace")[:200], None
+            err, code, message, field = {}, None, raw.decode(errors="replace")[:200], None
             file = None
         message = message or f"HTTP {status}"
         if code == "job_not_found" and job_id is not None:
             return JobNotFoundError(job_id, why=f"the gateway at {self.url} has no such job")
+        if code == "approval_not_found" and approval_id is not None:
+            return ApprovalNotFoundError(approval_id)
+        if code == "approval_decided" and approval_id is not None:
+            return ApprovalDecidedError(
+                approval_id, approved=bool(err.get("approved")), by=str(err.get("by") or "?")
+            )
         if code in ("invalid", "invalid_job_id", "bad_json"):
             return ConfigError(message, key=field)
         if code == "config_invalid":  # the message names the key and line already

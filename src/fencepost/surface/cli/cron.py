@@ -234,6 +234,13 @@ def _schedule_options(f: Any) -> Any:
             click.option("--fallback", "fallbacks", multiple=True, help="Fallback model, repeat."),
             click.option("--timeout", default=None, help="Run timeout: 300, 5m."),
             click.option("--deliver", default=None, help="none | session:ID | https://webhook."),
+            click.option(
+                "--on-ask",
+                type=click.Choice(["deny", "wait", "default"]),
+                default=None,
+                help="A tool call that needs approval: deny at once, or wait "
+                "[approvals] unattended_timeout_s; default: [approvals] unattended.",
+            ),
         ]
     ):
         f = opt(f)
@@ -270,6 +277,7 @@ def add(
     fallbacks: tuple[str, ...],
     timeout: str | None,
     deliver: str | None,
+    on_ask: str | None,
     delete_after_run: bool,
     disabled: bool,
 ) -> None:
@@ -285,6 +293,7 @@ def add(
         "delivery": parse_delivery(deliver),
         "delete_after_run": delete_after_run,
         "enabled": not disabled,
+        "on_ask": None if on_ask in (None, "default") else on_ask,
     }
     if timeout is not None:
         fields["timeout_s"] = parse_duration_s(timeout, key="timeout")
@@ -382,6 +391,7 @@ def show(state_dir: str | None, as_json: bool, run_count: int, job_id: str) -> N
         ("timeout", format_duration(job.timeout_s)),
         ("delivery", job.delivery.describe()),
         ("delete after run", "yes" if job.delete_after_run else "no"),
+        ("on ask", job.on_ask or "([approvals] unattended)"),
         ("next run", _when(state.next_run_at)),
         ("last run", f"{_when(state.last_run_at)} {state.last_status or ''}".strip()),
         ("consecutive errors", str(state.consecutive_errors)),
@@ -424,6 +434,7 @@ def edit(
     fallbacks: tuple[str, ...],
     timeout: str | None,
     deliver: str | None,
+    on_ask: str | None,
     clear_model: bool,
     delete_after_run: bool | None,
     job_id: str,
@@ -455,6 +466,8 @@ def edit(
             changes["delivery"] = parse_delivery(deliver)
         if delete_after_run is not None:
             changes["delete_after_run"] = delete_after_run
+        if on_ask is not None:
+            changes["on_ask"] = None if on_ask == "default" else on_ask
         stagger_s = _stagger(stagger)
         if not changes and stagger_s is None:
             raise click.UsageError("nothing to change; give at least one option")

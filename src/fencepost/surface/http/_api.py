@@ -29,7 +29,7 @@ from ...runtime.cron import (
     next_run_after,
     parse_since,
 )
-from ...runtime.gateway import Gateway
+from ...runtime.gateway import Gateway, check_decider
 from ...runtime.resources import judge, process_usage, state_usage
 from ._errors import ApiError, config_refused
 from ._jobs import edit_from_body, job_from_body
@@ -39,7 +39,9 @@ from ._sse import EventStream, gateway_events, session_tail
 
 __all__ = [
     "RUN_STATUSES",
+    "DECIDER_HEADER",
     "api_routes",
+    "decider_of",
     "gateway_of",
     "int_query",
     "job_json",
@@ -195,6 +197,7 @@ async def health(request: Request) -> Response:
             "cron": dataclasses.asdict(gw.cron.statistics()),
             "agents": sorted(gw.agents),
             "store": dataclasses.asdict(gw.store.statistics()),
+            "approvals": dataclasses.asdict(gw.approvals.statistics()),
             "resources": {
                 "process": process.to_json() if process else None,
                 "state": state.to_json(),
@@ -454,6 +457,62 @@ async def path_like_session(request: Request) -> Response:
     raise ApiError(405, "method_not_allowed", f"{request.url.path} does not take {request.method}")
 
 
+# ---- approvals ------------------------------------------------------------------------------
+
+#: The request header a client names itself with when it decides (docs/design/approvals.md).
+DECIDER_HEADER = "x-fencepost-decider"
+
+
+async def list_approvals(request: Request) -> Response:
+    gw = gateway_of(request)
+    now = _now(gw)
+    return JSONResponse(
+        {
+            "approvals": [p.to_json(now) for p in gw.approvals.pending()],
+            "max_pending": gw.approvals.max_pending,
+        }
+    )
+
+
+def decider_of(request: Request) -> str:
+    """Who decides: the name the client gives in ``X-Fencepost-Decider`` (the dashboard's
+    script sends ``dashboard``, the CLI ``cli:<user>``), else ``http``. Never from the body a
+    model could have written, and never a name of the gateway's own (Invariant APPROVAL-I7)."""
+    given = request.headers.get(DECIDER_HEADER)
+    if given is None:
+        return "http"
+    try:
+        return check_decider(given)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid", exc.detail, field="X-Fencepost-Decider") from None
+
+
+async def decide_approval(request: Request) -> Response:
+    gw = gateway_of(request)
+    approval_id = request.path_params["approval_id"]
+    by = decider_of(request)
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "invalid", 'the body must be a JSON object {"decision", "reason"?}', field="body"
+        )
+    unknown = sorted(set(body) - {"decision", "reason"})
+    if unknown:
+        raise ApiError(422, "invalid", f"unknown field {unknown[0]!r}", field=unknown[0])
+    decision = body.get("decision")
+    if decision not in ("approve", "deny"):
+        raise ApiError(422, "invalid", 'decision must be "approve" or "deny"', field="decision")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise ApiError(
+            422, "invalid", "reason must be text of at most 2000 characters", field="reason"
+        )
+    decided = await gw.approvals.decide(
+        approval_id, approved=decision == "approve", by=by, reason=reason
+    )
+    return JSONResponse(decided.to_json())
+
+
 async def events(request: Request) -> Response:
     return EventStream(gateway_events(gateway_of(request)), request.app.state.closing)
 
@@ -481,6 +540,8 @@ def api_routes() -> list[Route]:
             methods=["GET", "POST"],
             include_in_schema=False,
         ),
+        Route("/api/approvals", list_approvals, methods=["GET"]),
+        Route("/api/approvals/{approval_id}", decide_approval, methods=["POST"]),
         Route("/api/events", events, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

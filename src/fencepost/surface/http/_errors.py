@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...errors import (
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
     ConfigError,
     InvalidSessionIdError,
     JobNotFoundError,
@@ -55,9 +57,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "job_not_found": ErrorCode(404, "No job with this id or prefix"),
     "run_not_found": ErrorCode(404, "No run with this id in the ledger"),
     "session_not_found": ErrorCode(404, "No session with this id"),
+    "approval_not_found": ErrorCode(404, "No approval request with this id is waiting"),
     "not_found": ErrorCode(404, "No such route or page"),
     "method_not_allowed": ErrorCode(405, "The route does not take this method (see Allow)"),
     "job_running": ErrorCode(409, "The job has a run in flight"),
+    "approval_decided": ErrorCode(
+        409, "The approval request was already decided (error.by, error.approved say how)"
+    ),
     "outside_protocol_change": ErrorCode(
         409, "The transcript was changed outside the protocol; nothing was written"
     ),
@@ -163,6 +169,12 @@ def translate(exc: Exception) -> ApiError | None:
         return api_error("session_not_found", f"no session {exc.session_id!r}")
     if isinstance(exc, JobNotFoundError):
         return api_error("job_not_found", str(exc))
+    if isinstance(exc, ApprovalNotFoundError):
+        return api_error("approval_not_found", str(exc), field="approval_id")
+    if isinstance(exc, ApprovalDecidedError):
+        return api_error(
+            "approval_decided", str(exc), extra={"by": exc.by, "approved": exc.approved}
+        )
     if isinstance(exc, JobRunningError):
         return api_error("job_running", str(exc))
     if isinstance(exc, OutsideProtocolChangeError):

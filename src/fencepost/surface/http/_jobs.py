@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ...runtime.cron import (
+    ON_ASK,
     Job,
     JobValidator,
     Payload,
@@ -39,6 +40,7 @@ JOB_FIELDS = frozenset(
         "delivery",
         "delete_after_run",
         "enabled",
+        "on_ask",
     }
 )
 _SCHEDULE_FIELDS = frozenset({"kind", "at", "every", "expr", "tz", "stagger"})
@@ -165,6 +167,11 @@ def _common(obj: dict[str, Any]) -> dict[str, Any]:
         out["timeout_s"] = timeout
     if "delivery" in obj:
         out["delivery"] = parse_delivery(_delivery_text(obj["delivery"]))
+    if "on_ask" in obj:
+        on_ask = obj["on_ask"]
+        if on_ask is not None and on_ask not in ON_ASK:
+            raise _invalid("on_ask", "on_ask must be deny, wait or null ([approvals] unattended)")
+        out["on_ask"] = on_ask
     for key in ("delete_after_run", "enabled"):
         value = _bool(obj, key)
         if value is not None:

@@ -80,6 +80,15 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 
 _JOB_ID = _param("job_id", "path", {"type": "string"}, "A job id, or a unique prefix of it")
 _RUN_ID = _param("run_id", "path", {"type": "string"}, "A run id from the ledger")
+_APPROVAL_ID = _param("approval_id", "path", {"type": "string"}, "An approval request's id")
+#: Who decides, as the approving client names itself (docs/design/approvals.md, APPROVAL-I7).
+_DECIDER = _param(
+    "X-Fencepost-Decider",
+    "header",
+    {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}(:[A-Za-z0-9._@-]{1,64})?$"},
+    "Who decides: the dashboard sends 'dashboard', the CLI 'cli:<user>'; absent: 'http'. "
+    "timeout, cancelled and policy:* are the gateway's own and refused",
+)
 _SESSION_ID = _param(
     "session_id",
     "path",
@@ -167,6 +176,11 @@ _SCHEMAS: dict[str, Any] = {
                     },
                     "file": {"type": "string", "description": "config_invalid: the file"},
                     "line": {"type": "integer", "description": "config_invalid: the line"},
+                    "by": {"type": "string", "description": "approval_decided: who decided"},
+                    "approved": {
+                        "type": "boolean",
+                        "description": "approval_decided: how it was decided",
+                    },
                 },
             }
         },
@@ -257,6 +271,11 @@ _SCHEMAS: dict[str, Any] = {
             },
             "delete_after_run": {"type": "boolean"},
             "enabled": {"type": "boolean"},
+            "on_ask": {
+                "enum": ["deny", "wait", None],
+                "description": "A tool call that needs approval: deny at once, or wait "
+                "[approvals] unattended_timeout_s; null: [approvals] unattended",
+            },
         },
     },
     "JobPatch": {
@@ -275,6 +294,7 @@ _SCHEMAS: dict[str, Any] = {
             "delivery": {"oneOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]},
             "delete_after_run": {"type": "boolean"},
             "enabled": {"type": "boolean"},
+            "on_ask": {"enum": ["deny", "wait", None]},
         },
     },
     "JobState": {
@@ -313,6 +333,7 @@ _SCHEMAS: dict[str, Any] = {
             "timeout_s": {"type": "number"},
             "delivery": {"type": "object"},
             "delete_after_run": {"type": "boolean"},
+            "on_ask": {"enum": ["deny", "wait", None]},
             "created_at": {"type": ["string", "null"]},
             "updated_at": {"type": ["string", "null"]},
             "state": _ref("JobState"),
@@ -459,6 +480,82 @@ _SCHEMAS: dict[str, Any] = {
             "run_id": {"type": ["string", "null"]},
         },
     },
+    "PendingApproval": {
+        "type": "object",
+        "description": "A tool call waiting for an operator (docs/design/approvals.md)",
+        "required": [
+            "approval_id",
+            "session_id",
+            "run_id",
+            "agent",
+            "tool",
+            "summary",
+            "details",
+            "requested_at",
+            "expires_at",
+            "age_s",
+            "expires_in_s",
+        ],
+        "properties": {
+            "approval_id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "run_id": {"type": "string"},
+            "agent": {"type": "string"},
+            "tool": {"type": "string"},
+            "summary": {"type": "string", "description": "What would happen (exec: the command)"},
+            "details": {"type": "object", "description": "exec: argv, cwd, shell"},
+            "requested_at": {"type": "string"},
+            "expires_at": {"type": "string", "description": "Unanswered by then: denied"},
+            "age_s": {"type": "number"},
+            "expires_in_s": {"type": "number"},
+        },
+    },
+    "ApprovalList": {
+        "type": "object",
+        "required": ["approvals", "max_pending"],
+        "properties": {
+            "approvals": {"type": "array", "items": _ref("PendingApproval")},
+            "max_pending": {"type": "integer", "description": "[approvals] max_pending"},
+        },
+    },
+    "ApprovalDecisionInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["decision"],
+        "properties": {
+            "decision": {"enum": ["approve", "deny"]},
+            "reason": {"type": "string", "maxLength": 2000},
+        },
+    },
+    "ApprovalDecided": {
+        "type": "object",
+        "required": [
+            "approval_id",
+            "session_id",
+            "run_id",
+            "agent",
+            "tool",
+            "decision",
+            "approved",
+            "by",
+            "reason",
+            "decided_at",
+            "recorded",
+        ],
+        "properties": {
+            "approval_id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "run_id": {"type": "string"},
+            "agent": {"type": "string"},
+            "tool": {"type": "string"},
+            "decision": {"enum": ["approve", "deny"]},
+            "approved": {"type": "boolean"},
+            "by": {"type": "string", "description": "http, dashboard or cli:<user>"},
+            "reason": {"type": "string"},
+            "decided_at": {"type": "string"},
+            "recorded": {"const": True, "description": "The decision is in the transcript"},
+        },
+    },
     "Health": {
         "type": "object",
         "properties": {
@@ -471,6 +568,7 @@ _SCHEMAS: dict[str, Any] = {
             "cron": {"type": "object"},
             "agents": {"type": "array", "items": {"type": "string"}},
             "store": {"type": "object", "description": "open sessions against the bound"},
+            "approvals": {"type": "object", "description": "pending, decided, timed out"},
             "resources": {
                 "type": "object",
                 "description": "watermarks: descriptors, memory, threads, disk (GATEWAY-I5)",
@@ -731,10 +829,34 @@ def openapi_document(version: str) -> dict[str, Any]:
                 body="MessageInput",
             )
         },
+        "/api/approvals": {
+            "get": _op(
+                "list_approvals",
+                "Tool calls waiting for an operator's approval, oldest first",
+                {"200": _json(_ref("ApprovalList"), "Pending requests")},
+            )
+        },
+        "/api/approvals/{approval_id}": {
+            "post": _op(
+                "decide_approval",
+                "Approve or deny a waiting tool call; the decision is recorded in the transcript",
+                {"200": _json(_ref("ApprovalDecided"), "Decided and recorded")},
+                errors=[
+                    "approval_not_found",
+                    "approval_decided",
+                    "invalid",
+                    "outside_protocol_change",
+                    "lock_timeout",
+                ],
+                params=[_APPROVAL_ID, _DECIDER],
+                body="ApprovalDecisionInput",
+            )
+        },
         "/api/events": {
             "get": _op(
                 "events",
-                "Gateway events (SSE): turn_started, turn_finished, transcript",
+                "Gateway events (SSE): turn_started, turn_finished, transcript, "
+                "approval_requested, approval_decided",
                 {"200": _SSE},
             )
         },
