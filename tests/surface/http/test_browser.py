@@ -353,3 +353,61 @@ async def test_run_filters_survive_a_reload_and_times_show_local_time_beside_utc
         await page.locator("#filter-since-error").wait_for()
         assert await filters.get_by_label("status").input_value() == "ok"
         await screenshot(page, "runs-refused-filter.png")
+
+
+# Invariant APPROVAL-I7
+@pytest.mark.slow
+async def test_the_dashboard_panel_approves_and_denies_as_the_dashboard(gw, chromium_path):
+    """The approvals panel on every page: a waiting request is approved with a reason from the
+    jobs page, one that arrives while a session page is open appears live and is denied; both
+    are recorded in the transcript as decided by the dashboard, through the JSON API."""
+    import asyncio
+
+    from fencepost import read_transcript
+    from fencepost.runtime.agent import ApprovalRequest
+    from fencepost.runtime.gateway import APPROVAL_DECISION
+
+    listed = asyncio.Event()
+    gw.subscribe(lambda e: listed.set() if e["type"] == "approval_requested" else None)
+
+    async def ask(summary: str, run_id: str) -> asyncio.Future[Any]:
+        listed.clear()
+        task = asyncio.ensure_future(
+            gw.approvals.request(
+                "ops-main", run_id, "ops", ApprovalRequest("exec", summary), wait_s=300
+            )
+        )
+        await asyncio.wait_for(listed.wait(), 5)
+        return task
+
+    first = await ask("git log -1", "run-a")
+    async with browser_page(gw, chromium_path) as (page, url):
+        await page.goto(f"{url}/")
+        item = page.locator("#approvals li.approval", has_text="git log -1")
+        await item.wait_for()
+        await item.get_by_label("reason for", exact=False).fill("read-only, fine")
+        await item.get_by_role("button", name="approve").click()
+        await page.locator("#flash").get_by_text("approved").wait_for()
+        await page.locator("#approvals").wait_for(state="hidden")
+        got = await first
+        assert got.approved and got.by == "dashboard" and got.reason == "read-only, fine"
+
+        await page.goto(f"{url}/sessions/ops-main")  # a page with its own live tail
+        await page.locator("#live-status.on").wait_for()
+        second = await ask("rm -rf \u202e/tmp/x", "run-b")
+        item = page.locator("#approvals li.approval")
+        await item.wait_for()  # drawn by the script from /api/approvals
+        assert await item.locator(".approval-summary").inner_text() == "rm -rf \\u202e/tmp/x"
+        await screenshot(page, "approvals-panel.png")
+        await item.get_by_role("button", name="deny").click()
+        await page.locator("#flash").get_by_text("denied").wait_for()
+        got = await second
+        assert not got.approved and got.by == "dashboard"
+
+    entries = read_transcript(gw.store.session("ops-main").path).entries
+    decided = [r.data["data"] for r in entries if r.data.get("customType") == APPROVAL_DECISION]
+    assert [(d["by"], d["decision"]) for d in decided] == [
+        ("dashboard", "approve"),
+        ("dashboard", "deny"),
+    ]
+    assert decided[0]["reason"] == "read-only, fine"

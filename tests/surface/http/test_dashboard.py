@@ -180,3 +180,36 @@ async def test_a_refused_run_filter_is_shown_next_to_its_field_with_the_apis_sta
     assert api.status_code == 422 and api.json()["error"]["field"] == "since"
     r = await client.get("/runs?job=ffff")
     assert r.status_code == 404 and 'id="filter-job-error"' in r.text
+
+
+async def test_every_page_shows_the_approvals_waiting_with_hidden_characters_shown(client, gw):
+    """The approvals panel (docs/design/approvals.md): hidden when nothing waits; each request
+    with its tool, summary, session and buttons; controls and bidi marks escaped, markup
+    escaped, so a request reads as it is."""
+    import asyncio
+
+    from fencepost.runtime.agent import ApprovalRequest
+
+    assert (
+        '<section id="approvals" class="approvals" hidden aria-labelledby='
+        in (await client.get("/")).text
+    )
+    sneaky = ApprovalRequest("exec", "ls \u202e<b>fr- mr</b>\nrm -rf ~")
+    listed = asyncio.Event()
+    gw.subscribe(lambda e: listed.set() if e["type"] == "approval_requested" else None)
+    task = asyncio.ensure_future(
+        gw.approvals.request("ops-main", "run-1", "ops", sneaky, wait_s=300)
+    )
+    await asyncio.wait_for(listed.wait(), 5)
+    (p,) = gw.approvals.pending()
+    for url in ("/", "/runs", "/sessions", "/sessions/ops-main"):
+        html = (await client.get(url)).text
+        panel = html.split('<section id="approvals"', 1)[1].split("</section>", 1)[0]
+        assert "hidden" not in panel.split(">", 1)[0], url
+        assert (
+            f'data-approve="{p.approval_id}"' in panel and f'data-deny="{p.approval_id}"' in panel
+        )
+        assert "ls \\u202e&lt;b&gt;fr- mr&lt;/b&gt;\\u000arm -rf ~" in panel, panel
+        assert 'href="/sessions/ops-main"' in panel
+    await gw.approvals.withdraw_run("run-1")
+    await task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ._api import (
 from ._errors import ApiError, translate
 from ._records import session_summary, snapshot, thread_page
 
-__all__ = ["dashboard_routes", "make_templates"]
+__all__ = ["dashboard_routes", "make_templates", "printable"]
 
 #: A transcript page: enough to read a few turns, small enough that a browser lays it out at
 #: once; the newest page is the default, older ones are a link away (Invariant HTTP-I11).
@@ -81,13 +82,27 @@ def _duration(seconds: float | None) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
+#: Characters a browser would not show as they are: controls, zero-width and bidirectional
+#: marks. The approvals panel shows them as ``\uXXXX`` (dashboard.js does the same), so a
+#: request reads as it is (docs/design/approvals.md).
+_HIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: Any) -> str:
+    return _HIDDEN_CHARS.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters.update(when=_when, size=_size, duration=_duration)
+    templates.env.filters.update(when=_when, size=_size, duration=_duration, printable=printable)
     return templates
 
 
 def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    """A page, with the approvals panel every page shows (docs/design/approvals.md)."""
+    gw = gateway_of(request)
+    now = gw.clock.now()
+    context.setdefault("approvals", [p.to_json(now) for p in gw.approvals.pending()])
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 

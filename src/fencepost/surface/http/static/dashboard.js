@@ -22,10 +22,12 @@
 
   // Requests that change something carry JSON and X-Fencepost (the server refuses others,
   // HTTP-I6). A refusal rejects with the API's error: message, code and the field it names.
-  function send(method, url, data) {
+  function send(method, url, data, extra) {
+    var headers = { "Content-Type": "application/json", "X-Fencepost": "1" };
+    Object.keys(extra || {}).forEach(function (k) { headers[k] = extra[k]; });
     return fetch(url, {
       method: method,
-      headers: { "Content-Type": "application/json", "X-Fencepost": "1" },
+      headers: headers,
       body: data === undefined ? undefined : JSON.stringify(data),
       credentials: "same-origin",
     }).then(function (r) {
@@ -35,13 +37,14 @@
           var e = new Error(err.message || r.statusText);
           e.field = err.field || null;
           e.code = err.code || null;
+          e.by = err.by || null;
           throw e;
         }
         return j;
       });
     });
   }
-  function post(url, data) { return send("POST", url, data || {}); }
+  function post(url, data, extra) { return send("POST", url, data || {}, extra); }
 
   // ---- times: the server writes UTC; the reader's local time goes beside it (HTTP-I13)
   function pad(n) { return (n < 10 ? "0" : "") + n; }
@@ -115,6 +118,101 @@
     setInterval(function () { schedule(0); }, 5000); // the ledger changes after the turn events
   }
 
+  // ---- approvals: the panel every page shows, re-drawn from /api/approvals when the gateway
+  // feed says a request came or went. Every text goes in with textContent, never as HTML, and
+  // hidden characters (controls, bidi marks) are shown as \uXXXX, as the server renders them
+  // (docs/design/approvals.md). Decisions go through the JSON API as "dashboard" (APPROVAL-I7).
+  var panel = document.getElementById("approvals");
+  var HIDDEN = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
+  function printable(text) {
+    return String(text).replace(HIDDEN, function (c) {
+      return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4);
+    });
+  }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function approvalItem(a) {
+    var li = el("li", "approval");
+    li.dataset.approvalId = a.approval_id;
+    var what = el("div", "approval-what");
+    what.append(el("span", "pill tool", printable(a.tool)), " ",
+      el("code", "approval-summary", printable(a.summary)));
+    var where = el("div", "approval-where dim");
+    var link = el("a", null, a.session_id);
+    link.href = "/sessions/" + encodeURIComponent(a.session_id);
+    where.append("agent " + a.agent + " \u00b7 session ", link, " \u00b7 run ",
+      el("code", null, a.run_id), " \u00b7 asked ", timeElement(a.requested_at),
+      " \u00b7 denied if unanswered by ", timeElement(a.expires_at));
+    var actions = el("div", "approval-actions");
+    var reason = el("input", "approval-reason");
+    reason.type = "text";
+    reason.placeholder = "reason (optional)";
+    reason.maxLength = 2000;
+    reason.autocomplete = "off";
+    reason.setAttribute("aria-label", "reason for " + a.approval_id);
+    var yes = el("button", "primary", "approve");
+    yes.type = "button";
+    yes.dataset.approve = a.approval_id;
+    var no = el("button", "danger", "deny");
+    no.type = "button";
+    no.dataset.deny = a.approval_id;
+    actions.append(reason, " ", yes, " ", no);
+    li.append(what, where, actions);
+    return li;
+  }
+  var approvalsReading = false;
+  var approvalsAgain = false;
+  function refreshApprovals() {
+    if (!panel) return;
+    if (approvalsReading) { approvalsAgain = true; return; }
+    approvalsReading = true;
+    fetch("/api/approvals", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (j) {
+        if (!j) return;
+        var list = document.getElementById("approval-list");
+        var typed = {}; // a reason being typed survives the re-draw
+        list.querySelectorAll("li.approval").forEach(function (li) {
+          typed[li.dataset.approvalId] = li.querySelector(".approval-reason").value;
+        });
+        list.replaceChildren.apply(list, j.approvals.map(function (a) {
+          var li = approvalItem(a);
+          if (typed[a.approval_id]) li.querySelector(".approval-reason").value = typed[a.approval_id];
+          return li;
+        }));
+        localize(list);
+        document.getElementById("approvals-count").textContent = String(j.approvals.length);
+        panel.hidden = j.approvals.length === 0;
+      })
+      .catch(function () {})
+      .finally(function () {
+        approvalsReading = false;
+        if (approvalsAgain) { approvalsAgain = false; refreshApprovals(); }
+      });
+  }
+  if (panel) {
+    var approvalFeed = live === "feed" ? feed : new EventSource("/api/events");
+    ["approval_requested", "approval_decided", "overflow"].forEach(function (name) {
+      approvalFeed.addEventListener(name, refreshApprovals);
+    });
+    approvalFeed.addEventListener("ready", refreshApprovals); // what came while reconnecting
+  }
+
+  function decide(btn, id, approve) {
+    var li = btn.closest("li");
+    var reason = li ? li.querySelector(".approval-reason").value : "";
+    li.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+    post("/api/approvals/" + encodeURIComponent(id),
+      { decision: approve ? "approve" : "deny", reason: reason }, { "X-Fencepost-Decider": "dashboard" })
+      .then(function (j) { flash((j.approved ? "approved " : "denied ") + id + " (" + j.tool + ")"); })
+      .catch(function (e) { flash(e.message, true); })
+      .finally(refreshApprovals);
+  }
+
   // ---- jobs: run, edit, enable / disable, delete, create
   function jobUrl(id) { return "/api/jobs/" + encodeURIComponent(id); }
 
@@ -122,7 +220,9 @@
     var btn = ev.target.closest && ev.target.closest("button");
     if (!btn) return;
     var d = btn.dataset;
-    if (d.runJob) {
+    if (d.approve || d.deny) {
+      decide(btn, d.approve || d.deny, Boolean(d.approve));
+    } else if (d.runJob) {
       btn.disabled = true;
       post(jobUrl(d.runJob) + "/run")
         .then(function (j) { flash("started run " + j.run_id); schedule(200); })
