@@ -573,3 +573,26 @@ async def test_two_sessions_running_one_multi_step_script_at_once_each_play_it_i
             )
         )
     assert [(r.status, r.reply, r.steps) for r in results] == [("ok", "it is noon", 2)] * 2
+
+
+async def test_a_reply_cut_by_an_error_does_not_run_its_tool_calls_but_answers_them(store):
+    """Invariant RUNNER-I3 with PROVIDER-I8: an ``error`` reply (a content filter) keeps its
+    stop reason; its calls are not run, each gets an isError result, and the turn ends."""
+    ran = []
+
+    async def tool(args, ctx):
+        ran.append(1)
+        return "ran"
+
+    tools = ToolRegistry([Tool("act", "x", tool)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["act"]))
+    cut = ScriptStep(tool_calls=(ScriptedToolCall("act", {}, id="c1"),), stop_reason="error")
+    async with ProviderRegistry(scripts={"main": (cut,)}) as providers:
+        result = await run_turn(
+            store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
+        )
+    assert ran == [] and result.steps == 1
+    path = store.session("s").path
+    assert types_of(path)[2:] == ["assistant", "toolResult"]
+    last = read_transcript(path).entries[-1].data["message"]
+    assert last["isError"] and "not run" in last["content"][0]["text"]

@@ -439,6 +439,13 @@ async def _loop(
             for b in reply.get("content") or []
             if isinstance(b, dict) and b.get("type") == "toolCall"
         ]
+        if calls and reply.get("stopReason") in ("error", "aborted"):
+            # A reply cut by an error (a content filter) does not run its calls; they are
+            # answered all the same (Invariants RUNNER-I3, PROVIDER-I8) and the turn ends.
+            why = f"not run: the reply ended with stopReason {reply.get('stopReason')!r}"
+            results = [_tool_result(c, why, error=True) for c in calls]
+            await turn.write(attempt, [{"type": "message", "message": r} for r in results])
+            return
         turn.last_had_calls = bool(calls)
         if calls:
             results, during = await _run_tools(step, calls)
