@@ -34,6 +34,8 @@ __all__ = [
     "CronStateError",
     "DeliveryError",
     "GatewayError",
+    "McpServerError",
+    "McpFailureReason",
     "ProviderError",
     "ProviderErrorKind",
 ]
@@ -373,3 +375,29 @@ class GatewayError(FencepostError):
         self.url = url
         self.status = status
         self.code = code
+
+
+#: Why an MCP server could not serve a request (docs/design/mcp.md).
+McpFailureReason = Literal[
+    "not_configured",
+    "disabled",
+    "start_failed",
+    "backoff",
+    "crashed",
+    "stopped",
+    "refused",
+    "timeout",
+]
+
+
+class McpServerError(FencepostError):
+    """An MCP server could not list its tools or answer a call: not configured or disabled, it
+    did not start, it waits out its restart backoff, it crashed or was stopped during the call,
+    it refused the request, or the call timed out. In a turn it becomes the tool's ``isError``
+    result, never a crashed turn (docs/design/mcp.md MCP-I4)."""
+
+    def __init__(self, server: str, reason: McpFailureReason, detail: str) -> None:
+        super().__init__(f"MCP server {server!r}: {detail}")
+        self.server = server
+        self.reason: McpFailureReason = reason
+        self.detail = detail
