@@ -2,8 +2,9 @@
 
 ``POST /v1/chat/completions`` answers with OpenAI chat-completion SSE chunks (``data: {...}`` …
 ``data: [DONE]``), ``POST /v1/messages`` with Anthropic message events. Each request takes the next
-behaviour from a per-test queue (a reply, an HTTP error, a hang, a broken stream) and is recorded,
-so tests can assert what the real SDK clients sent. This is the provider edge: the only fake.
+behaviour from a per-test queue (a reply, an HTTP error, a hang, a broken stream, or a stream
+shape replayed byte for byte) and is recorded, so tests can assert what the real SDK clients
+sent. This is the provider edge: the only fake.
 """
 
 from __future__ import annotations
@@ -81,7 +82,16 @@ class StreamError:
     reply: Reply = Reply(text="partial reply")
 
 
-Behaviour = Reply | Status | Hang | Malformed | StreamError
+@dataclass(frozen=True)
+class Raw:
+    """A 200 event stream sent byte for byte as given: a stream shape a real server was seen to
+    send, replayed exactly. Each SSE frame (up to and including its blank line) goes out as one
+    HTTP chunk, as a streaming server writes it."""
+
+    body: bytes
+
+
+Behaviour = Reply | Status | Hang | Malformed | StreamError | Raw
 
 
 @dataclass(frozen=True)
@@ -280,6 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(behaviour, Hang) and behaviour.after_events is None:
             self.server.fake._released.wait(MAX_HANG_S)
             return
+        if isinstance(behaviour, Raw):
+            self._stream_headers()
+            for frame in behaviour.body.split(b"\n\n")[:-1]:
+                self._chunk(frame + b"\n\n")
+            if not behaviour.body.endswith(b"\n\n"):  # a tail without its blank line, as sent
+                self._chunk(behaviour.body.rsplit(b"\n\n", 1)[-1])
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
         if isinstance(behaviour, Malformed | StreamError):
             reply = behaviour.reply
@@ -289,11 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             if is_openai
             else anthropic_events(reply, model)
         )
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self.end_headers()
+        self._stream_headers()
         if isinstance(behaviour, Hang):
             for e in events[: behaviour.after_events]:
                 self._chunk(e.encode())
@@ -326,6 +341,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(e.encode())
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _stream_headers(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

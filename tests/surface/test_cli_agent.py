@@ -55,3 +55,26 @@ def test_a_turn_against_an_openai_compatible_server_with_a_tool_and_a_fallback(t
         e.data["message"] for e in entries if e.data.get("message", {}).get("role") == "toolResult"
     ]
     assert len(results) == 1 and not results[0]["isError"]
+
+
+def test_steps_running_out_with_a_tool_call_pending_exits_1_runner_i6(tmp_path):
+    """Invariant RUNNER-I6 from the CLI, against an OpenAI-compatible server: the reply still
+    calls a tool when ``max_steps`` runs out, so the run is an error (it exited 0 before)."""
+    with FakeProviderServer() as server:
+        (tmp_path / "fencepost.toml").write_text(
+            f'[providers.local]\napi = "openai"\nbase_url = "{server.openai_base_url}"\n'
+            'max_retries = 0\n[agents.ops]\nmodel = "local/m"\nmax_steps = 2\n'
+            'tools = ["current_time"]\n'
+        )
+        server.queue(
+            Reply(tool_calls=(ToolCall("current_time", {}, "c1"),)),
+            Reply(tool_calls=(ToolCall("current_time", {}, "c2"),)),
+        )
+        got = procs.cli(
+            "agent", "run", "--home", str(tmp_path), "--session", "s", "--message", "loop"
+        )
+    assert got.returncode == 1, got.stderr
+    assert b"step_limit" in got.stderr or b"max_steps" in got.stderr
+    entries = read_transcript(str(tmp_path / "sessions" / "s.jsonl")).entries
+    roles = [e.data.get("message", {}).get("role") for e in entries]
+    assert roles.count("toolResult") == 2

@@ -329,7 +329,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "With error: the Retry-After the failure carries.", "2", default_text="unset",
               read="scripts.*.0.retry_after_s"),
     ConfigKey("scripts.*.steps", "stop_reason", "string", None,
-              "The stop reason reported (stop, length, toolUse, error, aborted).", '"length"',
+              "The stop reason reported (stop, length, toolUse, error, aborted); a step with "
+              "tool calls is toolUse unless this is error or aborted.", '"length"',
               default_text="by the reply", read="scripts.*.0.stop_reason"),
     # mcp
     ConfigKey("mcp.*", "command", "string", None,

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from fencepost import SessionStore, custom, label, message, read_transcript, verify_transcript
-from fencepost.runtime.agent import AgentSpec, Tool, ToolFailed, ToolRegistry, run_turn
+from fencepost.runtime.agent import (
+    STEERING_MESSAGE,
+    AgentSpec,
+    Tool,
+    ToolDenied,
+    ToolFailed,
+    ToolRegistry,
+    run_turn,
+)
 from fencepost.runtime.providers import (
     ProviderRegistry,
     ScriptedProvider,
@@ -342,48 +350,209 @@ async def test_an_unknown_model_is_refused_before_the_lease_is_taken(store):
     assert not store.session("s").exists()
 
 
-async def test_the_tools_of_a_step_share_one_budget_so_a_waiting_writer_gets_in(tmp_path):
-    """Invariant RUNNER-I4: five slow tool calls in one step hold the write lock for at most the
-    step's budget, so a cooperative writer whose lock timeout is longer than the budget (and far
-    shorter than five tools) gets in; every call still has a result (RUNNER-I3)."""
+async def test_tools_run_with_the_lock_released_so_writers_append_meanwhile_runner_i4(tmp_path):
+    """Invariant RUNNER-I4: a tool that waits for five cooperative appends finishes only because
+    they got the lock while it ran (its lock timeout, 1.5 s, is far shorter than the tool's)."""
     store = SessionStore(tmp_path / "sessions", durability="buffered", lock_timeout_s=1.5)
-    ran = []
+    appended = asyncio.Event()
 
-    async def slow(args, ctx):
-        ran.append(len(ran))
-        await asyncio.sleep(0.4)
-        return "slept"
+    async def waits_for_writers(args, ctx):
+        await asyncio.wait_for(appended.wait(), 10)
+        return "the writers got in"
 
-    tools = ToolRegistry([Tool("slow", "x", slow)])
-    spec = AgentSpec(
-        name="ops",
-        model="scripted/main",
-        tools=tools.select(["slow"]),
-        tool_timeout_s=5,
-        step_tools_timeout_s=1.0,
-    )
-    script = (tool_step(*["slow"] * 5), ScriptStep(text="done"))
+    tools = ToolRegistry([Tool("wait", "x", waits_for_writers)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["wait"]))
     session = store.session("s")
+
+    async def writers(n):
+        if n == 1:
+            asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(write()))
+
+    async def write():
+        for i in range(5):
+            await session.append(custom("delivery", {"n": i}), writer="delivery")
+        appended.set()
+
+    scripted = ScriptedProvider(scripts={"main": (tool_step("wait"), ScriptStep(text="done"))})
+    async with ProviderRegistry(providers={"scripted": Recording(scripted, writers)}) as providers:
+        result = await run_turn(session, spec, providers=providers, run_id="r1", prompt="go")
+    assert result.ok and result.reply == "done", result
+    assert types_of(session.path)[2:] == [
+        "assistant",
+        *["custom:delivery"] * 5,
+        "toolResult",
+        "assistant",
+    ]
+    assert verify_transcript(session.path).ok
+    assert session.fence_events() == []
+    store.close()
+
+
+async def test_each_tool_has_its_own_timeout_runner_i4(store):
+    """Invariant RUNNER-I4: a tool's own ``timeout_s`` bounds it; the next tool still runs."""
+
+    async def stuck(args, ctx):
+        await asyncio.sleep(30)
+        return "never"
+
+    async def quick(args, ctx):
+        return "quick"
+
+    tools = ToolRegistry([Tool("stuck", "x", stuck, timeout_s=0.2), Tool("quick", "x", quick)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["stuck", "quick"]))
+    script = (tool_step("stuck", "quick"), ScriptStep(text="done"))
     async with ProviderRegistry(scripts={"main": script}) as providers:
-        turn = asyncio.create_task(
-            run_turn(session, spec, providers=providers, run_id="r1", prompt="go")
+        result = await run_turn(
+            store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
         )
-        while not ran:  # the tools have started: the turn holds the write lock
-            await asyncio.sleep(0.01)
-        await session.append(custom("delivery", {"n": 1}), writer="delivery")  # waits ≤ 1.5 s
-        result = await turn
-    assert result.ok and result.reply == "done"
-    assert len(ran) == 3  # 0.4 s each: the third is cut at the 1 s budget, two never run
+    assert result.ok
     results = [
         r.data["message"]
-        for r in read_transcript(session.path).entries
+        for r in read_transcript(store.session("s").path).entries
         if r.data.get("message", {}).get("role") == "toolResult"
     ]
-    assert [r["isError"] for r in results] == [False, False, True, True, True]
-    assert "took longer than" in results[2]["content"][0]["text"]
-    assert "used up their 1 s" in results[4]["content"][0]["text"]
-    assert types_of(session.path)[-3:] == ["toolResult", "custom:delivery", "assistant"]
-    store.close()
+    assert [(r["toolName"], r["isError"]) for r in results] == [("stuck", True), ("quick", False)]
+    assert "took longer than 0.2 s" in results[0]["content"][0]["text"]
+
+
+async def test_a_takeover_during_a_tool_is_named_and_keeps_the_tool_output(store):
+    """Invariant RUNNER-I2 in the tool window: the fence runs before the results are written."""
+    path = store.session("s").path
+
+    async def meddles(args, ctx):
+        with open(path, "ab") as f:  # another program appends while the tool runs
+            f.write(b'{"type":"custom","customType":"intruder","data":{},"id":"0000abcd"}\n')
+        return "tool output"
+
+    tools = ToolRegistry([Tool("meddle", "x", meddles)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["meddle"]))
+    script = (tool_step("meddle"), ScriptStep(text="done"))
+    async with ProviderRegistry(scripts={"main": script}) as providers:
+        result = await run_turn(
+            store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
+        )
+    assert result.status == "takeover" and result.error_kind == "foreign_append"
+    assert [m["role"] for m in result.unwritten] == ["toolResult"]
+    assert result.unwritten[0]["content"][0]["text"] == "tool output"
+    assert b"tool output" not in Path(path).read_bytes()
+
+
+def steer(text, run_id="r1", sid="m1"):
+    return custom(STEERING_MESSAGE, {"id": sid, "run_id": run_id, "text": text})
+
+
+async def test_steering_sent_while_the_model_answers_is_answered_in_the_same_turn_runner_i5(store):
+    """Invariant RUNNER-I5: the reply had no tool call, yet the turn takes one more step, with
+    the steering message after the reply, in the file as in the model's context."""
+    others = SessionStore(store.root, durability="buffered")
+
+    async def during(n):
+        if n == 1:
+            await others.session("s").append(steer("also check backups"), writer="steering")
+            await others.session("s").append(
+                steer("not mine", run_id="r0", sid="m0"), writer="steering"
+            )
+
+    rec = Recording(ScriptedProvider(scripts={"main": (ScriptStep(text="answer"),)}), during)
+    async with ProviderRegistry(providers={"scripted": rec}) as providers:
+        result = await run_turn(
+            store.session("s"), agent(), providers=providers, run_id="r1", prompt="review"
+        )
+    others.close()
+    assert result.ok and result.steps == 2 and result.steering == ("m1",)
+    last = rec.requests[1].messages
+    assert [m["role"] for m in last[-3:]] == ["user", "assistant", "user"]
+    assert last[-1]["content"] == "also check backups"
+    path = store.session("s").path
+    assert types_of(path) == [
+        "custom:model-snapshot",
+        "user",
+        f"custom:{STEERING_MESSAGE}",
+        f"custom:{STEERING_MESSAGE}",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+    assert verify_transcript(path).ok
+
+
+async def test_steering_sent_during_a_tool_follows_its_result_runner_i5(store):
+    """Invariant RUNNER-I5: a tool call is followed by its result, then the steering message."""
+    session = store.session("s")
+
+    async def slow(args, ctx):
+        others = SessionStore(store.root, durability="buffered")
+        await others.session("s").append(steer("and the disk?"), writer="steering")
+        others.close()
+        return "backups ok"
+
+    tools = ToolRegistry([Tool("check", "x", slow)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["check"]))
+    rec = Recording(ScriptedProvider(scripts={"main": (tool_step("check"), ScriptStep(text="ok"))}))
+    async with ProviderRegistry(providers={"scripted": rec}) as providers:
+        result = await run_turn(session, spec, providers=providers, run_id="r1", prompt="go")
+    assert result.ok and result.steps == 2 and result.steering == ("m1",)
+    assert [m["role"] for m in rec.requests[1].messages[-3:]] == ["assistant", "toolResult", "user"]
+    assert types_of(session.path)[2:] == [
+        "assistant",
+        f"custom:{STEERING_MESSAGE}",
+        "toolResult",
+        "user",
+        "assistant",
+    ]
+
+
+async def test_steering_with_no_step_left_is_left_for_a_follow_up_turn_runner_i5(store):
+    """Invariant RUNNER-I5: no step left to answer it, so the turn does not write it."""
+    others = SessionStore(store.root, durability="buffered")
+
+    async def during(n):
+        await others.session("s").append(steer("one more thing"), writer="steering")
+
+    rec = Recording(ScriptedProvider(scripts={"main": (ScriptStep(text="answer"),)}), during)
+    async with ProviderRegistry(providers={"scripted": rec}) as providers:
+        result = await run_turn(
+            store.session("s"), agent(max_steps=1), providers=providers, run_id="r1", prompt="go"
+        )
+    others.close()
+    assert result.ok and result.steering == ()
+    assert types_of(store.session("s").path)[-2:] == [f"custom:{STEERING_MESSAGE}", "assistant"]
+
+
+async def test_steps_running_out_with_tool_calls_pending_is_a_step_limit_error_runner_i6(store):
+    """Invariant RUNNER-I6 (it was reported ok: the check could never fire)."""
+    script = (tool_step("current_time"),)  # asks for the time forever
+    async with ProviderRegistry(scripts={"main": script}) as providers:
+        result = await run_turn(
+            store.session("s"),
+            agent(tools=["current_time"], max_steps=3),
+            providers=providers,
+            run_id="r1",
+            prompt="go",
+        )
+    assert result.status == "error" and result.error_kind == "step_limit", result
+    assert result.steps == 3
+    assert types_of(store.session("s").path).count("toolResult") == 3  # every call answered
+
+
+async def test_a_refused_call_is_told_once_and_asking_again_ends_the_turn_runner_i7(store):
+    """Invariant RUNNER-I7: the model sees the refusal; the second refused call ends the turn
+    cleanly (results paired, verify clean), however many steps are left."""
+
+    async def refused(args, ctx):
+        raise ToolDenied("exec is not allowed for this agent; do not ask again")
+
+    tools = ToolRegistry([Tool("exec", "x", refused)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["exec"]), max_steps=8)
+    async with ProviderRegistry(scripts={"main": (tool_step("exec"),)}) as providers:
+        result = await run_turn(
+            store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
+        )
+    assert result.status == "error" and result.error_kind == "denied", result
+    assert result.steps == 2
+    path = store.session("s").path
+    assert types_of(path)[2:] == ["assistant", "toolResult"] * 2
+    assert verify_transcript(path).ok
 
 
 async def test_two_sessions_running_one_multi_step_script_at_once_each_play_it_in_order(store):
@@ -406,11 +575,24 @@ async def test_two_sessions_running_one_multi_step_script_at_once_each_play_it_i
     assert [(r.status, r.reply, r.steps) for r in results] == [("ok", "it is noon", 2)] * 2
 
 
-def test_the_default_step_tool_budget_is_well_inside_the_default_lock_timeout():
-    """Invariant RUNNER-I4 with the defaults: a cooperative writer that waits behind a step's
-    tools (budget plus the writes around them) gets the lock before its own timeout."""
-    from fencepost.core._store import DEFAULT_LOCK_TIMEOUT_S
+async def test_a_reply_cut_by_an_error_does_not_run_its_tool_calls_but_answers_them(store):
+    """Invariant RUNNER-I3 with PROVIDER-I8: an ``error`` reply (a content filter) keeps its
+    stop reason; its calls are not run, each gets an isError result, and the turn ends."""
+    ran = []
 
-    spec = AgentSpec(name="ops", model="scripted/main")
-    assert spec.step_tools_timeout_s * 1.5 <= DEFAULT_LOCK_TIMEOUT_S
-    assert spec.tool_timeout_s <= spec.step_tools_timeout_s
+    async def tool(args, ctx):
+        ran.append(1)
+        return "ran"
+
+    tools = ToolRegistry([Tool("act", "x", tool)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["act"]))
+    cut = ScriptStep(tool_calls=(ScriptedToolCall("act", {}, id="c1"),), stop_reason="error")
+    async with ProviderRegistry(scripts={"main": (cut,)}) as providers:
+        result = await run_turn(
+            store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
+        )
+    assert ran == [] and result.steps == 1
+    path = store.session("s").path
+    assert types_of(path)[2:] == ["assistant", "toolResult"]
+    last = read_transcript(path).entries[-1].data["message"]
+    assert last["isError"] and "not run" in last["content"][0]["text"]

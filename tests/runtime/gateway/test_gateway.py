@@ -67,16 +67,40 @@ async def test_turns_on_one_session_run_in_arrival_order(gw):
     assert users == ["one", "two"]
 
 
-async def test_a_message_during_a_turn_steers_it_and_is_never_dropped(gw):
-    """Invariant GATEWAY-I2."""
+async def test_a_message_during_a_turn_steers_it_and_is_answered_in_that_turn(gw):
+    """Invariants GATEWAY-I2, RUNNER-I5: the steering record, then the running turn writes the
+    message after its reply and answers it."""
     running = asyncio.create_task(gw.turn("s", "ops", prompt="start"))
     await asyncio.sleep(0.1)
     sent = await gw.send("s", "also look at disk space")
     assert sent.status == "steered"
-    assert (await running).ok
+    result = await running
+    assert result.ok and result.steps == 2 and len(result.steering) == 1
     path = gw.store.session("s").path
     steer = [r for r in read_transcript(path).entries if r.stamp["writer"] == "steering"]
-    assert [r.data["message"]["content"] for r in steer] == ["also look at disk space"]
+    assert [r.data["data"]["text"] for r in steer] == ["also look at disk space"]
+    assert steer[0].data["data"]["run_id"] == result.run_id == sent.run_id
+    assert roles(path)[-3:] == ["assistant", "user", "assistant"]
+    assert read_transcript(path).entries[-2].data["message"]["content"] == "also look at disk space"
+    assert gw.statistics().queued_turns == 0
+
+
+async def test_steering_the_turn_cannot_answer_runs_as_a_follow_up_turn(tmp_path):
+    """Invariants GATEWAY-I2, RUNNER-I5: no step left for it, so it is the next turn's prompt."""
+    cfg = config(ops=AgentConfig(name="ops", model="scripted/main", max_steps=1))
+    async with Gateway(StatePaths(tmp_path), cfg, load_entry_points=False) as g:
+        running = asyncio.create_task(g.turn("s", "ops", prompt="first"))
+        await asyncio.sleep(0.1)
+        assert (await g.send("s", "second")).status == "steered"
+        assert (await running).steering == ()
+        while g.statistics().running_turns or g.statistics().queued_turns:
+            await asyncio.sleep(0.02)
+        users = [
+            r.data["message"]["content"]
+            for r in read_transcript(g.store.session("s").path).entries
+            if r.data.get("message", {}).get("role") == "user"
+        ]
+        assert users == ["first", "second"]
 
 
 async def test_a_message_without_steering_queues_a_follow_up_turn(tmp_path):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fencepost.runtime.providers import ChainEvent, ProviderConfig
-from tests.helpers.fake_provider import FakeProviderServer
+from tests.helpers.fake_provider import FakeProviderServer, Raw
+
+#: Stream shapes that compatible servers send, kept as the bytes on the wire.
+STREAMS = Path(__file__).parent / "streams"
 
 #: Long enough for loopback, short enough that a hang test takes a fraction of a second.
 HANG_TIMEOUT_S = 0.3
@@ -64,3 +68,8 @@ def openai_config(fake: FakeProviderServer, name: str = "oa", **kw: Any) -> Prov
 
 def anthropic_config(fake: FakeProviderServer, name: str = "an", **kw: Any) -> ProviderConfig:
     return ProviderConfig(name, "anthropic", base_url=fake.anthropic_base_url, timeout_s=5, **kw)
+
+
+def recorded(name: str) -> Raw:
+    """A stream shape from ``streams/``, to be replayed byte for byte by the fake provider."""
+    return Raw((STREAMS / name).read_bytes())

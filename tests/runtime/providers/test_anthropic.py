@@ -15,7 +15,7 @@ from fencepost.runtime.providers import (
 from fencepost.runtime.providers._anthropic import thinking_budget_tokens
 from tests.helpers.fake_provider import Hang, Malformed, Reply, Status, StreamError, ToolCall
 
-from .conftest import HANG_TIMEOUT_S, anthropic_config
+from .conftest import HANG_TIMEOUT_S, anthropic_config, recorded
 
 READ = ToolSpec(
     "read", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}
@@ -188,3 +188,18 @@ async def test_a_truncated_stream_is_a_malformed_response(fake, provider, mode):
 )
 def test_the_thinking_budget_fits_below_max_tokens(level, max_tokens, budget):
     assert thinking_budget_tokens(level, max_tokens) == budget
+
+
+async def test_tool_use_blocks_ended_with_end_turn_are_tool_use(fake, provider, events):
+    """PROVIDER-I8: a compatible server's ``stop_reason: "end_turn"`` after tool_use blocks
+    (replayed byte for byte from streams/) is still a toolUse reply."""
+    fake.queue(recorded("anthropic-tool-use-end-turn.sse"))
+    msg = await provider.complete("compat-claude", ModelRequest([USER], tools=[READ]), events)
+    assert msg["content"] == [
+        {"type": "text", "text": "Reading both."},
+        {"type": "toolCall", "id": "toolu_a", "name": "read", "arguments": {"path": "a.txt"}},
+        {"type": "toolCall", "id": "toolu_b", "name": "read", "arguments": {"path": "b.txt"}},
+    ]
+    assert msg["stopReason"] == "toolUse"
+    received = [(e.id, e.arguments) for e in events.items if e.name == "tool_call"]
+    assert received == [("toolu_a", {"path": "a.txt"}), ("toolu_b", {"path": "b.txt"})]

@@ -13,9 +13,11 @@ from fencepost.runtime.providers import (
     ToolSpec,
     complete,
 )
+from fencepost.runtime.providers._base import Turn
+from fencepost.runtime.providers._openai import API
 from tests.helpers.fake_provider import Hang, Malformed, Reply, Status, StreamError, ToolCall
 
-from .conftest import HANG_TIMEOUT_S, openai_config
+from .conftest import HANG_TIMEOUT_S, openai_config, recorded
 
 WEATHER = ToolSpec(
     "weather",
@@ -226,3 +228,87 @@ async def test_an_error_chunk_in_the_middle_of_a_stream_is_classified_by_its_typ
         await provider.complete("gpt-x", ModelRequest(HISTORY[:1]))
     assert err.value.kind == "server_error"
     assert err.value.status is None
+
+
+# ---- stream shapes of compatible servers, replayed byte for byte (streams/*.sse) ----------------
+
+PARIS_AND_ROME = [
+    {"type": "toolCall", "id": "call_paris", "name": "weather", "arguments": {"city": "Paris"}},
+    {"type": "toolCall", "id": "call_rome", "name": "weather", "arguments": {"city": "Rome"}},
+]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "openai-calls-without-index.sse",  # fragments; the id only on each call's first one
+        "openai-whole-calls-without-index.sse",  # each call whole in one chunk
+    ],
+)
+async def test_parallel_tool_calls_without_an_index_are_told_apart_by_their_id(
+    fake, provider, events, shape
+):
+    """PROVIDER-I7: a fragment without index that carries a new id starts a new call; one
+    without id continues the call started last."""
+    fake.queue(recorded(shape))
+    msg = await provider.complete(
+        "compat-model", ModelRequest(HISTORY[:1], tools=[WEATHER]), events
+    )
+    calls = [b for b in msg["content"] if b["type"] == "toolCall"]
+    assert calls == PARIS_AND_ROME
+    assert msg["stopReason"] == "toolUse"
+    received = [(e.id, e.tool_name, e.arguments) for e in events.items if e.name == "tool_call"]
+    assert received == [(c["id"], c["name"], c["arguments"]) for c in PARIS_AND_ROME]
+
+
+async def test_two_tool_calls_sharing_index_0_are_told_apart_by_their_id(fake, provider):
+    """PROVIDER-I7: a repeated index with a different id starts a new call, and the fragments
+    after it (index 0, no id) continue that new call, not the first one."""
+    fake.queue(recorded("openai-calls-sharing-index-0.sse"))
+    msg = await provider.complete("compat-model", ModelRequest(HISTORY[:1], tools=[WEATHER]))
+    assert msg["content"] == PARIS_AND_ROME
+    assert msg["stopReason"] == "toolUse"
+    assert msg["usage"]["input"] == 40
+
+
+async def test_interleaved_indexed_fragments_still_go_to_the_call_of_their_index(fake, provider):
+    """PROVIDER-I7: with distinct indexes the index decides, as the OpenAI wire format says,
+    even when a server repeats the id on some fragments and not on others."""
+    fake.queue(recorded("openai-interleaved-indexed-calls.sse"))
+    msg = await provider.complete("compat-model", ModelRequest(HISTORY[:1], tools=[WEATHER]))
+    assert msg["content"] == PARIS_AND_ROME
+    assert msg["stopReason"] == "toolUse"
+
+
+async def test_a_tool_call_ended_with_finish_reason_stop_is_tool_use(fake, provider):
+    """PROVIDER-I8: the reply carries a tool call, so it is toolUse whatever finish_reason says."""
+    fake.queue(recorded("openai-tool-call-finish-stop.sse"))
+    msg = await provider.complete("compat-model", ModelRequest(HISTORY[:1], tools=[WEATHER]))
+    assert msg["content"] == PARIS_AND_ROME[:1]
+    assert msg["stopReason"] == "toolUse"
+    assert "errorMessage" not in msg
+
+
+@pytest.mark.parametrize(
+    ("fragments", "calls"),
+    [
+        # the wire format's own case: distinct indexes, ids repeated on some fragments
+        ([(0, "a"), (1, "b"), (0, "a"), (1, None), (0, None)], [0, 1, 0, 1, 0]),
+        # no index, the id on every fragment, interleaved: the id decides
+        ([(None, "a"), (None, "b"), (None, "a"), (None, "b")], [0, 1, 0, 1]),
+        # index 0 shared, continuation fragments with an empty id
+        ([(0, "a"), (0, ""), (0, "b"), (0, ""), (0, "b")], [0, 0, 1, 1, 1]),
+        # a fragment without index after indexed calls continues the call started last
+        ([(0, "a"), (1, "b"), (None, None)], [0, 1, 1]),
+        # a repeated index with an id seen before goes back to that call
+        ([(0, "a"), (0, "b"), (0, "a")], [0, 1, 0]),
+        # no id and no index anywhere: nothing tells calls apart, one call (a non-guarantee)
+        ([(None, None), (None, None)], [0, 0]),
+    ],
+)
+def test_tool_call_keys_follow_the_index_and_split_on_a_new_id(fragments, calls):
+    """PROVIDER-I7, pure: which call each (index, id) fragment lands in."""
+    turn = Turn(api=API, provider="oa", model="m", on_event=None)
+    keys = [turn.tool_call_key(index, call_id) for index, call_id in fragments]
+    order = list(dict.fromkeys(keys))
+    assert [order.index(k) for k in keys] == calls

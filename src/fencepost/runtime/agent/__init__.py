@@ -19,12 +19,14 @@ from ._compaction import (
 )
 from ._runner import (
     MESSAGE_ENVELOPE_BYTES,
+    STEERING_MESSAGE,
     AgentSpec,
+    Arrivals,
     TurnResult,
     TurnStatus,
     check_message_text,
     run_turn,
-    steering_messages,
+    sort_arrivals,
 )
 from ._tools import (
     ApprovalDecision,
@@ -57,7 +59,9 @@ __all__ = [
     "estimate_tokens",
     "plan_compaction",
     "MESSAGE_ENVELOPE_BYTES",
+    "STEERING_MESSAGE",
     "AgentSpec",
+    "Arrivals",
     "ApprovalDecision",
     "ApprovalRequest",
     "Approver",
@@ -73,5 +77,5 @@ __all__ = [
     "check_arguments",
     "check_message_text",
     "run_turn",
-    "steering_messages",
+    "sort_arrivals",
 ]

@@ -2,7 +2,8 @@
 
 prep (lock held): read the active path, write the model snapshot and the prompt
 loop:   model call (lock released) → fence → write the reply
-        tool calls (lock held, each bounded) → write the results
+        tool calls (lock released, each bounded) → fence → write the results
+        steering sent meanwhile → written after them, and the model answers it
 until the model stops or the step limit. See docs/design/agent-runner.md.
 """
 
@@ -48,9 +49,25 @@ from ._compaction import (
     model_summariser,
     plan_compaction,
 )
-from ._tools import Approver, Tool, ToolContext, ToolFailed, ToolSource, check_arguments
+from ._tools import (
+    Approver,
+    Tool,
+    ToolContext,
+    ToolDenied,
+    ToolFailed,
+    ToolSource,
+    check_arguments,
+)
 
-__all__ = ["AgentSpec", "TurnResult", "TurnStatus", "run_turn", "steering_messages"]
+__all__ = [
+    "STEERING_MESSAGE",
+    "AgentSpec",
+    "Arrivals",
+    "TurnResult",
+    "TurnStatus",
+    "run_turn",
+    "sort_arrivals",
+]
 
 TurnStatus = Literal["ok", "error", "timeout", "takeover"]
 
@@ -58,6 +75,10 @@ TurnStatus = Literal["ok", "error", "timeout", "takeover"]
 MODEL_SNAPSHOT = "model-snapshot"
 #: customType of a system event delivered into a session (a heartbeat, a cron system_event).
 SYSTEM_EVENT = "system-event"
+#: customType of a message sent to a running turn (``Gateway.send``): ``{"id", "run_id",
+#: "text"}``. The turn it names writes it as a user message where the model answers it
+#: (Invariant RUNNER-I5); a turn that cannot leaves it to the sender's follow-up turn.
+STEERING_MESSAGE = "fencepost.steering"
 
 
 @dataclass(frozen=True)
@@ -75,10 +96,9 @@ class AgentSpec:
     max_steps: int = 8
     max_tokens: int = 4096
     thinking: ThinkingLevel | None = None
+    #: How long one tool call may take unless the tool says (``Tool.timeout_s``). Tools run with
+    #: the write lock released (Invariant RUNNER-I4), so this bounds the turn, not the writers.
     tool_timeout_s: float = 30.0
-    #: All tool calls of one step together: tools run with the write lock held, so this bounds
-    #: how long a turn keeps cooperative writers waiting (Invariant RUNNER-I4).
-    step_tools_timeout_s: float = 30.0
     http_allow: frozenset[str] = frozenset()
     #: When and how much to compact (the window comes with the model: ``[models."p/m"]``).
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
@@ -104,6 +124,10 @@ class TurnResult:
     fence: Mapping[str, Any] | None = None
     failed_models: tuple[str, ...] = ()
     elapsed_s: float = 0.0
+    #: Ids of the steering messages (``STEERING_MESSAGE``) this turn wrote and gave the model.
+    steering: tuple[str, ...] = ()
+    #: Messages the turn produced but could not write (a takeover): the reply, tool results.
+    unwritten: tuple[Message, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -138,19 +162,40 @@ def check_message_text(text: object, *, key: str = "text") -> str:
 _JSON_STR = json.JSONEncoder(ensure_ascii=False)
 
 
-def steering_messages(arrived: Sequence[Record]) -> list[Message]:
-    """The records cooperative writers appended during a call that join the next one: user
-    messages (steering) and custom messages (announcements), as pi messages. Pure."""
-    out: list[Message] = []
+@dataclass(frozen=True)
+class Arrivals:
+    """What cooperative writers appended during a released window, sorted for the runner."""
+
+    #: Messages already in the file that join the context: user messages and custom messages
+    #: appended directly (announcements), as pi messages.
+    messages: tuple[Message, ...] = ()
+    #: Steering for this run, ``(id, text)``: not in the context yet; the runner writes them.
+    steering: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: Arrivals) -> Arrivals:
+        return Arrivals(self.messages + other.messages, self.steering + other.steering)
+
+
+def sort_arrivals(arrived: Sequence[Record], run_id: str) -> Arrivals:
+    """The records of a window that concern the model: messages that join the context, and
+    the steering sent to ``run_id`` (Invariant RUNNER-I5). Pure."""
+    messages: list[Message] = []
+    steering: list[tuple[str, str]] = []
     for rec in arrived:
         data = rec.data
-        if data.get("type") == "message":
+        kind = data.get("type")
+        if kind == "message":
             msg = data.get("message")
             if isinstance(msg, dict) and msg.get("role") == "user":
-                out.append(dict(msg))
-        elif data.get("type") == "custom_message":
-            out.append({"role": "user", "content": data.get("content", "")})
-    return out
+                messages.append(dict(msg))
+        elif kind == "custom_message":
+            messages.append({"role": "user", "content": data.get("content", "")})
+        elif kind == "custom" and data.get("customType") == STEERING_MESSAGE:
+            body = data.get("data") or {}
+            text = body.get("text")
+            if body.get("run_id") == run_id and isinstance(text, str) and text.strip():
+                steering.append((str(body.get("id")), text))
+    return Arrivals(tuple(messages), tuple(steering))
 
 
 def _text(msg: Message) -> str:
@@ -182,6 +227,10 @@ class _Turn:
         self.usage: dict[str, int] = {}
         self.failed: list[str] = []
         self.open_calls: list[dict[str, Any]] = []  # tool calls written without results yet
+        self.pending: list[Message] = []  # produced, not yet written (kept on a takeover)
+        self.steering: list[str] = []  # ids of the steering messages written and answered
+        self.denials = 0
+        self.last_had_calls = False
         self.prompt_written: asyncio.Event | None = None
 
     def add_usage(self, msg: Message) -> None:
@@ -224,6 +273,7 @@ async def run_turn(
     for ref in chain:
         providers.check(ref)  # refuse a reference that cannot work before taking the lease
     started = time.monotonic()
+    tools = await _turn_tools(agent)  # before the lease: a server may take a while to start
     turn = _Turn()
     turn.prompt_written = prompt_written
     status: TurnStatus = "ok"
@@ -231,11 +281,10 @@ async def run_turn(
     error_message: str | None = None
     fence: dict[str, Any] | None = None
     async with session.attempt(run_id, wait_timeout_s=wait_timeout_s) as attempt:
+        step = _Step(attempt, agent, tools, turn, approve)
         try:
             async with asyncio.timeout(timeout_s):
-                await _loop(
-                    attempt, agent, chain, turn, providers, prompt, system_event, on_event, retry
-                )
+                await _loop(step, chain, providers, prompt, system_event, on_event, retry)
         except SessionTakeoverError as exc:
             # Invariant RUNNER-I2: fenced out, nothing more is written; the result keeps it.
             status, error_kind, error_message = "takeover", exc.reason, str(exc)
@@ -248,6 +297,8 @@ async def run_turn(
         except ProviderError as exc:
             status, error_kind, error_message = "error", exc.kind, str(exc)
             await _close_open_calls(attempt, turn, f"the model call failed: {exc.kind}")
+        except _Denied as exc:
+            status, error_kind, error_message = "error", "denied", str(exc)
         except TimeoutError:
             status, error_kind = "timeout", "timeout"
             error_message = f"the turn took longer than {timeout_s:g} s"
@@ -255,8 +306,10 @@ async def run_turn(
         except asyncio.CancelledError:
             await _close_open_calls(attempt, turn, "the run was cancelled")
             raise
-    if status == "ok" and turn.steps >= agent.max_steps and turn.open_calls:
+    if status == "ok" and turn.last_had_calls:
+        # Invariant RUNNER-I6: the steps ran out with tool results the model never saw.
         status, error_kind = "error", "step_limit"
+        error_message = f"the model still called tools after {agent.max_steps} steps (max_steps)"
     return TurnResult(
         run_id=run_id,
         session_id=session.session_id,
@@ -271,20 +324,45 @@ async def run_turn(
         fence=fence,
         failed_models=tuple(turn.failed),
         elapsed_s=time.monotonic() - started,
+        steering=tuple(turn.steering),
+        unwritten=tuple(turn.pending) if status == "takeover" else (),
     )
 
 
+async def _turn_tools(agent: AgentSpec) -> dict[str, Tool]:
+    """The agent's tools for this turn: its fixed ones, then what each source offers now."""
+    tools = dict(agent.tools)
+    for source in agent.tool_sources:
+        for tool in await source.tools():
+            tools.setdefault(tool.name, tool)
+    return tools
+
+
+class _Denied(Exception):
+    """The model asked again for a call that was refused: the turn ends (RUNNER-I7)."""
+
+
+@dataclass
+class _Step:
+    """What every step of one turn needs."""
+
+    attempt: Attempt
+    agent: AgentSpec
+    tools: Mapping[str, Tool]
+    turn: _Turn
+    approve: Approver | None
+
+
 async def _loop(
-    attempt: Attempt,
-    agent: AgentSpec,
+    step: _Step,
     chain: list[str],
-    turn: _Turn,
     providers: ProviderRegistry,
     prompt: str | None,
     system_event: str | None,
     on_event: EventSink | None,
     retry: RetryPolicy | None,
 ) -> None:
+    attempt, agent, turn = step.attempt, step.agent, step.turn
     session = attempt.session
     read = _read_context(session)
     extra = len(agent.system_prompt) + len(prompt or system_event or "")
@@ -329,7 +407,7 @@ async def _loop(
     await turn.write(attempt, prep)
     if turn.prompt_written is not None:
         turn.prompt_written.set()
-    specs = [t.spec() for t in agent.tools.values()]
+    specs = [t.spec() for t in step.tools.values()]
     while turn.steps < agent.max_steps:
         turn.steps += 1
         request = ModelRequest(
@@ -346,27 +424,71 @@ async def _loop(
             reply = completion.message  # kept by the result even if the fence refuses it
             turn.reply, turn.model = _text(reply), str(completion.model)
             turn.add_usage(reply)
+            turn.pending = [reply]
         # The rest of the turn starts from the model that answered: a primary that just failed
         # is not asked again at every step.
         chain = chain[[str(ModelRef.parse(r)) for r in chain].index(turn.model) :]
-        messages += steering_messages(attempt.arrived)  # they precede the reply in the file
+        arrived = sort_arrivals(attempt.arrived, attempt.run_id)
+        messages += arrived.messages  # they precede the reply in the file
+        arrived = Arrivals(steering=arrived.steering)
         await turn.write(attempt, [{"type": "message", "message": reply}])
+        turn.pending = []
         messages.append(reply)
         calls = [
             b
             for b in reply.get("content") or []
             if isinstance(b, dict) and b.get("type") == "toolCall"
         ]
-        if not calls:
+        if calls and reply.get("stopReason") in ("error", "aborted"):
+            # A reply cut by an error (a content filter) does not run its calls; they are
+            # answered all the same (Invariants RUNNER-I3, PROVIDER-I8) and the turn ends.
+            why = f"not run: the reply ended with stopReason {reply.get('stopReason')!r}"
+            results = [_tool_result(c, why, error=True) for c in calls]
+            await turn.write(attempt, [{"type": "message", "message": r} for r in results])
             return
-        turn.open_calls = calls
-        # Invariant RUNNER-I4: the tools of a step share one deadline, well inside the store's
-        # lock timeout, so a cooperative writer waiting behind them never times out.
-        tools_end = asyncio.get_running_loop().time() + agent.step_tools_timeout_s
-        results = [await _run_tool(agent, attempt, call, tools_end) for call in calls]
-        await turn.write(attempt, [{"type": "message", "message": r} for r in results])
-        turn.open_calls = []
-        messages += results
+        turn.last_had_calls = bool(calls)
+        if calls:
+            results, during = await _run_tools(step, calls)
+            messages += results
+            arrived += during
+        if arrived.steering and turn.steps < agent.max_steps:
+            # Invariant RUNNER-I5: steering is written after the reply (and its results) and
+            # the model takes one more step to answer it. With no step left it stays unwritten
+            # for the sender's follow-up turn.
+            texts = [text for _, text in arrived.steering]
+            await turn.write(attempt, [message("user", text) for text in texts])
+            turn.steering += [sid for sid, _ in arrived.steering]
+            messages += arrived.messages + tuple({"role": "user", "content": t} for t in texts)
+        elif calls:
+            messages += arrived.messages
+        else:
+            return
+
+
+async def _run_tools(step: _Step, calls: list[dict[str, Any]]) -> tuple[list[Message], Arrivals]:
+    """Run a reply's tool calls with the write lock released, then write their results.
+
+    Returns the results and what arrived meanwhile. Messages cooperative writers appended
+    during the tools sit before the results in the file; they join the model's context after
+    them (providers want a tool call's results right after it)."""
+    attempt, turn = step.attempt, step.turn
+    turn.open_calls = calls
+    # Invariant RUNNER-I4: tools run with the write lock released, each under its own timeout;
+    # the fence runs before the results are written.
+    async with attempt.released():
+        for call in calls:
+            turn.pending.append(await _run_tool(step, call))
+    results = list(turn.pending)
+    arrived = sort_arrivals(attempt.arrived, attempt.run_id)
+    await turn.write(attempt, [{"type": "message", "message": r} for r in results])
+    turn.pending, turn.open_calls = [], []
+    denied = sum(1 for r in results if r.get("details", {}).get("denied"))
+    if denied and turn.denials:
+        # Invariant RUNNER-I7: a refusal is told once; asking again ends the turn.
+        turn.last_had_calls = False
+        raise _Denied(f"the model asked again for a refused tool call ({turn.denials + denied})")
+    turn.denials += denied
+    return results, arrived
 
 
 def _read_context(session: Session) -> ContextRead | None:
@@ -395,8 +517,10 @@ async def _call(
     return completion
 
 
-def _tool_result(call: Mapping[str, Any], text: str, *, error: bool) -> Message:
-    return {
+def _tool_result(
+    call: Mapping[str, Any], text: str, *, error: bool, denied: bool = False
+) -> Message:
+    result: Message = {
         "role": "toolResult",
         "toolCallId": call.get("id"),
         "toolName": call.get("name"),
@@ -404,22 +528,17 @@ def _tool_result(call: Mapping[str, Any], text: str, *, error: bool) -> Message:
         "isError": error,
         "timestamp": int(time.time() * 1000),
     }
+    if denied:
+        result["details"] = {"denied": True}
+    return result
 
 
-async def _run_tool(
-    agent: AgentSpec, attempt: Attempt, call: Mapping[str, Any], tools_end: float
-) -> Message:
-    """Run one tool call by loop time ``tools_end``; every failure becomes an isError result
+async def _run_tool(step: _Step, call: Mapping[str, Any]) -> Message:
+    """Run one tool call under its own timeout; every failure becomes an isError result
     (Invariant RUNNER-I3)."""
+    agent, attempt = step.agent, step.attempt
     name = str(call.get("name"))
-    left_s = tools_end - asyncio.get_running_loop().time()
-    if left_s <= 0:
-        budget = agent.step_tools_timeout_s
-        return _tool_result(
-            call, f"not run: this step's tools used up their {budget:g} s", error=True
-        )
-    limit_s = min(agent.tool_timeout_s, left_s)
-    tool = agent.tools.get(name)
+    tool = step.tools.get(name)
     if tool is None:
         return _tool_result(call, f"unknown tool {name!r}", error=True)
     args = call.get("arguments") or {}
@@ -432,10 +551,14 @@ async def _run_tool(
         run_id=attempt.run_id,
         workspace=agent.workspace or Path(attempt.session.store.root) / "workspace",
         http_allow=agent.http_allow,
+        approve=step.approve,
     )
+    limit_s = tool.timeout_s or agent.tool_timeout_s
     try:
         async with asyncio.timeout(limit_s):
             return _tool_result(call, await tool.run(args, ctx), error=False)
+    except ToolDenied as exc:
+        return _tool_result(call, str(exc), error=True, denied=True)
     except ToolFailed as exc:
         return _tool_result(call, str(exc), error=True)
     except TimeoutError:
@@ -445,14 +568,19 @@ async def _run_tool(
 
 
 async def _close_open_calls(attempt: Attempt, turn: _Turn, why: str) -> None:
-    """Write a synthetic error result for every tool call left without one (RUNNER-I3), unless
-    the session was lost (then nothing more is written)."""
+    """Write the results of the calls that finished and a synthetic error result for every
+    other tool call left without one (RUNNER-I3), unless the session was lost (then nothing
+    more is written)."""
     if not turn.open_calls or attempt.takeover is not None:
         return
+    done = {r.get("toolCallId"): r for r in turn.pending if r.get("role") == "toolResult"}
     try:
         await attempt.resume()
-        results = [_tool_result(c, f"interrupted: {why}", error=True) for c in turn.open_calls]
+        results = [
+            done.get(c.get("id")) or _tool_result(c, f"interrupted: {why}", error=True)
+            for c in turn.open_calls
+        ]
         await turn.write(attempt, [{"type": "message", "message": r} for r in results])
-        turn.open_calls = []
+        turn.open_calls, turn.pending = [], []
     except SessionTakeoverError:
         pass  # fenced out while cleaning up: the transcript is not ours to write

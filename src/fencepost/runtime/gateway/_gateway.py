@@ -19,14 +19,21 @@ from typing import Any, Literal
 
 import pluggy
 
-from ...core import SessionStore, TranscriptUpdated, custom, message
+from ...core import SessionStore, TranscriptUpdated, custom
 from ...errors import (
     ConfigError,
     GatewayError,
     InvalidJobError,
     MessageNotWrittenError,
 )
-from ..agent import AgentSpec, ToolRegistry, TurnResult, check_message_text, run_turn
+from ..agent import (
+    STEERING_MESSAGE,
+    AgentSpec,
+    ToolRegistry,
+    TurnResult,
+    check_message_text,
+    run_turn,
+)
 from ..config import (
     AgentConfig,
     GatewayConfig,
@@ -161,6 +168,8 @@ class _Lane:
         self.lock = asyncio.Lock()  # FIFO: waiters are served in the order they came
         self.waiting = 0
         self.current_run: str | None = None
+        #: Steering sent to the current run, by id: what it did not answer runs next (RUNNER-I5).
+        self.steering: dict[str, str] = {}
 
     @property
     def busy(self) -> bool:
@@ -652,9 +661,10 @@ class Gateway:
                 await lane.lock.acquire()
             finally:
                 lane.waiting -= 1
+            answered: tuple[str, ...] = ()
             try:
                 lane.current_run = run_id
-                return await self._turn(
+                result = await self._turn(
                     session_id,
                     name,
                     run_id,
@@ -668,8 +678,11 @@ class Gateway:
                     cfg=cfg,
                     providers=providers.registry,
                 )
+                answered = result.steering
+                return result
             finally:
                 lane.current_run = None
+                self._follow_up(session_id, name, lane, answered)
                 lane.lock.release()
                 if not lane.waiting and not lane.busy:
                     # Invariant GATEWAY-I4: a lane lives only while a turn runs or waits in it.
@@ -677,6 +690,17 @@ class Gateway:
         finally:
             providers.users -= 1
             await self._release(providers)
+
+    def _follow_up(
+        self, session_id: str, agent: str, lane: _Lane, answered: tuple[str, ...]
+    ) -> None:
+        """Queue a turn for each steering message the run did not answer (no step left, a
+        failure, a message that came after its last step): sent is answered (RUNNER-I5)."""
+        left = [text for sid, text in lane.steering.items() if sid not in answered]
+        lane.steering = {}
+        for text in left:
+            run_id = f"msg-{uuid.uuid4().hex[:12]}"
+            self.spawn(self.turn(session_id, agent, prompt=text, run_id=run_id), name=run_id)
 
     async def _turn(
         self,
@@ -799,9 +823,20 @@ class Gateway:
         check_message_text(text)
         session = self.store.session(session_id)
         lane = self._lanes.get(session_id)
-        if lane is not None and lane.busy and self.agents[name].steering:
-            await session.append(message("user", text), writer="steering")
-            return SendResult("steered", session_id, lane.current_run)
+        if lane is not None and lane.busy and lane.current_run and self.agents[name].steering:
+            # Invariant RUNNER-I5: the running turn writes it where the model answers it; what
+            # it leaves unanswered becomes a follow-up turn when it ends (``_follow_up``).
+            sid, run = uuid.uuid4().hex[:12], lane.current_run
+            lane.steering[sid] = text
+            try:
+                await session.append(
+                    custom(STEERING_MESSAGE, {"id": sid, "run_id": run, "text": text}),
+                    writer="steering",
+                )
+            except BaseException:
+                lane.steering.pop(sid, None)
+                raise
+            return SendResult("steered", session_id, run)
         run_id = f"msg-{uuid.uuid4().hex[:12]}"
         if lane is not None and lane.busy:
             await session.append(

@@ -56,6 +56,15 @@ class _ToolCallDraft:
     initial: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _WireCall:
+    """A tool call as an OpenAI-compatible stream names it: its key in the Turn, and the id the
+    server gave it (None until a fragment carries one)."""
+
+    key: tuple[str, int]
+    call_id: str | None
+
+
 class Turn:
     """Accumulates one streamed reply into a pi assistant message, sending events on the way."""
 
@@ -79,6 +88,9 @@ class Turn:
         self._first_token = False
         self.content: list[dict[str, Any]] = []
         self._tools: dict[object, _ToolCallDraft] = {}
+        self._wire_calls: list[_WireCall] = []  # in the order they started
+        self._wire_by_index: dict[int, _WireCall] = {}  # the call an index last started
+        self._wire_by_id: dict[str, _WireCall] = {}
         self._usage = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
         self.stop_reason: StopReason | None = None
         self.error_message: str | None = None
@@ -132,6 +144,35 @@ class Turn:
         self.content.append(block)
         self._tools[key] = _ToolCallDraft(block, initial=dict(initial or {}))
 
+    def tool_call_key(self, index: int | None, call_id: str | None) -> object:
+        """The key of the tool call a fragment belongs to, for wire formats that name a call by
+        a position which compatible servers sometimes leave out or repeat (OpenAI chat
+        completions: ``delta.tool_calls[].index``). Pass the key to ``tool_call_started`` and
+        ``tool_call_arguments``; a key seen for the first time is a new call."""
+        # Invariant PROVIDER-I7: an index seen for the first time starts a call (the wire
+        # format's rule, kept exactly); a fragment with an index already seen, or with none,
+        # continues the call that index (or, without one, the stream) started last, unless it
+        # carries an id different from that call's: then it belongs to the call with that id,
+        # or starts a new one. So calls without an index, or sharing index 0, stay apart.
+        call_id = call_id or None  # some servers send "" on continuation fragments
+        if index is None:
+            current = self._wire_calls[-1] if self._wire_calls else None
+        else:
+            current = self._wire_by_index.get(index)
+        if current is not None:
+            if call_id is None or call_id == current.call_id:
+                return current.key
+            known = self._wire_by_id.get(call_id)
+            if known is not None:
+                return known.key
+        wire = _WireCall(("wire", len(self._wire_calls)), call_id)
+        self._wire_calls.append(wire)
+        if index is not None:
+            self._wire_by_index[index] = wire
+        if call_id is not None:
+            self._wire_by_id.setdefault(call_id, wire)
+        return wire.key
+
     def tool_call_arguments(self, key: object, fragment: str) -> None:
         draft = self._tools.get(key)
         if draft is None:
@@ -184,6 +225,13 @@ class Turn:
         if self.stop_reason is None:
             # Invariant PROVIDER-I3: a reply is returned only when the stream said it was complete.
             raise self.malformed("the stream ended before the reply was complete")
+        if self.stop_reason not in ("error", "aborted") and any(
+            b.get("type") == "toolCall" for b in self.content
+        ):
+            # Invariant PROVIDER-I8: a reply that carries tool calls asks for them to run, whatever
+            # the server's finish reason ("stop" and "end_turn" are seen); a reply the provider
+            # flagged (content filter, refusal) stays an error and is not replayed.
+            self.stop_reason = "toolUse"
         usage = dict(self._usage)
         usage["totalTokens"] = sum(self._usage.values())
         message: Message = {

@@ -159,10 +159,13 @@ class OpenAIProvider(SdkProvider[ChatCompletionChunk]):
             await turn.text(delta.content or "")
             for call in delta.tool_calls or []:
                 fn = call.function
+                # Invariant PROVIDER-I7: calls are told apart by id when the index is missing
+                # (the SDK reads a missing index as None) or repeated.
+                key = turn.tool_call_key(getattr(call, "index", None), call.id)
                 if call.id or (fn and fn.name):
-                    await turn.tool_call_started(call.index, call.id, (fn and fn.name) or "")
+                    await turn.tool_call_started(key, call.id, (fn and fn.name) or "")
                 if fn and fn.arguments:
-                    turn.tool_call_arguments(call.index, fn.arguments)
+                    turn.tool_call_arguments(key, fn.arguments)
             if choice.finish_reason:
                 reason = _FINISH.get(choice.finish_reason, "stop")
                 note = "the provider's content filter stopped the reply"

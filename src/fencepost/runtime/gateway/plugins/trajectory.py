@@ -76,6 +76,8 @@ def finished_event(result: TurnResult) -> dict[str, Any]:
         "error_message": result.error_message,
         "failed_models": list(result.failed_models),
         "fence": dict(result.fence) if result.fence else None,
+        # a takeover's reply and tool output, kept here since the transcript could not take them
+        "unwritten": [dict(m) for m in result.unwritten],
     }
 
 
