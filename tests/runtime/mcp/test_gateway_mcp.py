@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fencepost import ConfigError, LockTimeoutError, SessionStore, custom, read_transcript
-from fencepost.runtime.agent import AgentSpec, Tool, run_turn
+from fencepost import ConfigError, custom, read_transcript
 from fencepost.runtime.config import StatePaths, load_config
 from fencepost.runtime.doctor import run_doctor
 from fencepost.runtime.gateway import Gateway
-from fencepost.runtime.providers import ProviderRegistry, ScriptedToolCall, ScriptStep
 from tests.helpers.mcp_servers import MARK, alive, git_repo, marked_pids, server_bin
 
 
@@ -37,72 +35,6 @@ env = {{ {MARK} = "{mark}" }}
 
 def gateway(paths: StatePaths) -> Gateway:
     return Gateway(paths, load_config(paths.config), load_entry_points=False)
-
-
-# ---- probes: what the runner does today ------------------------------------------------------
-
-
-async def _runner_lists_tool_sources(tmp_path: Path) -> bool:
-    """Whether ``run_turn`` asks ``AgentSpec.tool_sources`` for their tools (the lead's runner
-    change wires this; until it lands on the branch, the end-to-end tests wait for it)."""
-
-    class Probe:
-        name = "probe"
-        asked = False
-
-        async def tools(self):
-            Probe.asked = True
-            return []
-
-    store = SessionStore(tmp_path / "probe-sources", durability="buffered")
-    try:
-        async with ProviderRegistry(scripts={"p": (ScriptStep(text="ok"),)}) as providers:
-            spec = AgentSpec(name="p", model="scripted/p", tool_sources=(Probe(),))
-            await run_turn(store.session("p"), spec, providers=providers, run_id="p", prompt="x")
-    finally:
-        store.close()
-    return Probe.asked
-
-
-async def _tools_run_with_the_lock_released(tmp_path: Path) -> bool:
-    """Whether a cooperative writer (another task) can append while a tool runs."""
-    store = SessionStore(tmp_path / "probe-lock", durability="buffered")
-    session = store.session("p")
-    seen: list[bool] = []
-
-    async def run(args, ctx):
-        try:
-            await asyncio.create_task(
-                session.append(custom("probe", {}), writer="delivery", timeout_s=0.5)
-            )
-            seen.append(True)
-        except LockTimeoutError:
-            seen.append(False)
-        return "done"
-
-    steps = (
-        ScriptStep(tool_calls=(ScriptedToolCall("probe", {}, id="c1"),)),
-        ScriptStep(text="ok"),
-    )
-    try:
-        async with ProviderRegistry(scripts={"p": steps}) as providers:
-            spec = AgentSpec(name="p", model="scripted/p", tools={"probe": Tool("probe", "", run)})
-            await run_turn(session, spec, providers=providers, run_id="p", prompt="x")
-    finally:
-        store.close()
-    return seen == [True]
-
-
-@pytest.fixture
-async def runner_with_sources(tmp_path):
-    if not await _runner_lists_tool_sources(tmp_path):
-        pytest.skip("waiting for the runner change: run_turn does not list AgentSpec.tool_sources")
-
-
-@pytest.fixture
-async def runner_with_sources_and_released_tools(tmp_path, runner_with_sources):
-    if not await _tools_run_with_the_lock_released(tmp_path):
-        pytest.skip("waiting for the runner change: tools run with the write lock held")
 
 
 # ---- wiring ----------------------------------------------------------------------------------
@@ -228,9 +160,7 @@ max_steps = 4
 """
 
 
-async def test_a_turn_on_the_scripted_model_calls_mcp_tools_end_to_end(
-    tmp_path, mark, runner_with_sources
-):
+async def test_a_turn_on_the_scripted_model_calls_mcp_tools_end_to_end(tmp_path, mark):
     """A gateway turn whose scripted model calls two stdio servers' tools (one call an error):
     the reply is ok, the transcript verifies, every toolResult pairs with its toolCall."""
     repo = git_repo(tmp_path / "repo")
@@ -276,7 +206,7 @@ async def test_a_turn_on_the_scripted_model_calls_mcp_tools_end_to_end(
 
 
 async def test_a_slow_mcp_tool_lets_cooperative_writers_append_meanwhile_without_a_takeover(
-    tmp_path, mark, http_server, runner_with_sources_and_released_tools
+    tmp_path, mark, http_server
 ):
     """A 3 s MCP tool; a cooperative writer appends every 100 ms meanwhile: each append lands
     at once (the lock is free during the tool), the turn is ok, no fence event."""

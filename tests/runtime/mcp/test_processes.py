@@ -3,36 +3,20 @@ servers read end-of-file on stdin when the kernel closes the dead gateway's pipe
 
 from __future__ import annotations
 
-import os
+import json
 import signal
+import urllib.request
 
 import pytest
 
-from tests.helpers import procs
+from tests.helpers.cli import running_gateway
 from tests.helpers.mcp_servers import MARK, alive, git_repo, marked_pids, server_bin, wait_until
-
-CHILD = """
-import asyncio, sys
-from pathlib import Path
-from fencepost.runtime.config import StatePaths, load_config
-from fencepost.runtime.gateway import Gateway
-
-async def main():
-    paths = StatePaths(Path(sys.argv[1]))
-    gw = Gateway(paths, load_config(paths.config), load_entry_points=False)
-    await gw.start(background=False)
-    for source in gw.specs["ops"].tool_sources:
-        assert await source.tools()
-    print("servers running", flush=True)
-    await asyncio.sleep(3600)
-
-asyncio.run(main())
-"""
 
 
 @pytest.mark.processes
 def test_a_sigkilled_gateway_leaves_no_server_process_mcp_i9(tmp_path, mark):
-    """Invariant MCP-I9: both reference servers exit on their own once the gateway is gone."""
+    """Invariant MCP-I9: a real ``fencepost gateway`` runs a turn that calls both reference
+    servers' tools, is SIGKILLed, and both servers exit on their own."""
     repo = git_repo(tmp_path / "repo")
     home = tmp_path / "home"
     home.mkdir()
@@ -51,25 +35,36 @@ command = "{server_bin("mcp-server-git")}"
 args = ["--repository", "{repo}"]
 env = {{ {MARK} = "{mark}" }}
 
+[[scripts.ops.steps]]
+tool_calls = [
+  {{ name = "time__get_current_time", arguments = {{ timezone = "UTC" }}, id = "t1" }},
+  {{ name = "git__git_log", arguments = {{ repo_path = "{repo}", max_count = 1 }}, id = "g1" }},
+]
+
+[[scripts.ops.steps]]
+text = "checked"
+
 [agents.ops]
-model = "scripted/fast"
+model = "scripted/ops"
 tools = ["time.*", "git.git_log"]
 """
     )
-    child = procs.spawn(CHILD, str(home))
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == b"servers running\n", child.stderr.read() if child.stderr else line
+    with running_gateway(home) as served:
+        body = json.dumps({"text": "what time is it, what changed?", "agent": "ops"}).encode()
+        request = urllib.request.Request(
+            served.url.rstrip("/") + "/api/sessions/ops-main/messages",
+            data=body,
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            assert resp.status == 202
+        wait_until(lambda: len(marked_pids(mark)) == 2, 30, "the turn to start both servers")
+        transcript = home / "sessions" / "ops-main.jsonl"
+        wait_until(lambda: b"checked" in transcript.read_bytes(), 30, "the turn to end")
         pids = marked_pids(mark)
-        assert len(pids) == 2 and all(map(alive, pids))
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-        wait_until(lambda: not any(map(alive, pids)), 10, "the servers to exit")
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
+        assert all(map(alive, pids))
+        served.proc.send_signal(signal.SIGKILL)
+        served.proc.wait(10)
+    assert served.returncode == -signal.SIGKILL
+    wait_until(lambda: not any(map(alive, pids)), 10, "the servers to exit")
