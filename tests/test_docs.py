@@ -97,7 +97,13 @@ def test_the_http_error_codes_table_matches_the_one_the_app_uses():
 # ---- the config reference -----------------------------------------------------------------------
 
 #: The name each ``*`` stands for in the generated example file and the probes below.
-SAMPLE = {"providers": "local", "agents": "ops", "models": "local/qwen", "scripts": "demo"}
+SAMPLE = {
+    "providers": "local",
+    "agents": "ops",
+    "models": "local/qwen",
+    "scripts": "demo",
+    "mcp": "git",
+}
 _PLACEHOLDER = {"models": '"<provider/model>"'}
 
 
@@ -202,6 +208,7 @@ def _minimal() -> dict[str, Any]:
         "agents": {"ops": {"model": "scripted/demo", "heartbeat": {}, "compaction": {}}},
         "models": {"local/qwen": {}},
         "scripts": {"demo": {"steps": [{}]}},
+        "mcp": {"git": {"command": "mcp-server-git"}},  # a server needs a command or a url
         **{s: {} for s in ("cron", "server", "plugins", "limits", "retention", "approvals")},
     }
 

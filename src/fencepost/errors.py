@@ -36,6 +36,8 @@ __all__ = [
     "GatewayError",
     "ApprovalNotFoundError",
     "ApprovalDecidedError",
+    "McpServerError",
+    "McpFailureReason",
     "ProviderError",
     "ProviderErrorKind",
 ]
@@ -398,3 +400,29 @@ class ApprovalDecidedError(GatewayError):
         self.approval_id = approval_id
         self.approved = approved
         self.by = by
+
+
+#: Why an MCP server could not serve a request (docs/design/mcp.md).
+McpFailureReason = Literal[
+    "not_configured",
+    "disabled",
+    "start_failed",
+    "backoff",
+    "crashed",
+    "stopped",
+    "refused",
+    "timeout",
+]
+
+
+class McpServerError(FencepostError):
+    """An MCP server could not list its tools or answer a call: not configured or disabled, it
+    did not start, it waits out its restart backoff, it crashed or was stopped during the call,
+    it refused the request, or the call timed out. In a turn it becomes the tool's ``isError``
+    result, never a crashed turn (docs/design/mcp.md MCP-I4)."""
+
+    def __init__(self, server: str, reason: McpFailureReason, detail: str) -> None:
+        super().__init__(f"MCP server {server!r}: {detail}")
+        self.server = server
+        self.reason: McpFailureReason = reason
+        self.detail = detail

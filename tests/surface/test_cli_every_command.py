@@ -52,6 +52,8 @@ INVOCATIONS: dict[str, list[list[str]] | None] = {
     "gc": [["--dry-run"], []],
     "init": [[]],
     "logs": [[], ["-n", "5", "--level", "warning"], ["--json"]],
+    "mcp list": [[], ["--json"]],
+    "mcp tools": [["time"]],
     "memory search": [["status"]],
     "reload": [[], ["--json"]],
     "service install": [["--print"]],

@@ -2,7 +2,8 @@
 generated from ``CONFIG_KEYS``).
 
 Every error names the key and, when the file is known, the line. Secrets only by environment
-variable name (``api_key_env``, ``token_env``); a literal key in the file is refused.
+variable name (``api_key_env``, ``token_env``, an MCP server's ``env_from`` and ``headers_from``);
+a literal key in the file is refused.
 """
 
 from __future__ import annotations
@@ -10,14 +11,24 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
-from .agent import DEFAULT_CONTEXT_WINDOW, AgentSpec, CompactionSettings, ToolRegistry
+from .agent import DEFAULT_CONTEXT_WINDOW, AgentSpec, CompactionSettings, ToolRegistry, ToolSource
+from .mcp import (
+    DEFAULT_IDLE_STOP_S,
+    DEFAULT_STARTUP_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    SERVER_NAME,
+    McpManager,
+    McpServerConfig,
+    wire_name,
+)
 from .providers import BUILTIN_SCRIPTS, ModelRef, ProviderConfig, Script, parse_script
 from .retention import RetentionPolicy
 
@@ -40,6 +51,7 @@ __all__ = [
     "ServerConfig",
     "located",
     "load_config",
+    "mcp_selection",
     "state_config",
     "parse_config",
     "STARTER_CONFIG",
@@ -202,6 +214,8 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    #: ``[mcp.<name>]``: MCP servers whose tools agents may use (docs/design/mcp.md).
+    mcp: Mapping[str, McpServerConfig] = field(default_factory=dict)
     #: Not a key of the file: True only for demo mode's config (``demo.demo_config``). A gateway
     #: on any other config removes the demo's jobs (Invariant DEMO-I2).
     demo: bool = False
@@ -240,6 +254,7 @@ _LC = LimitsConfig()
 _SC = ServerConfig()
 _CD = CronDefaults()
 _AP = ApprovalsConfig()
+_MC = McpServerConfig(name="_")
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("", "durability", "string", "fsync",
@@ -277,7 +292,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               read="agents.*.system_prompt"),
     ConfigKey("agents.*", "tools", "array of strings", AgentConfig.tools,
               "The tools the agent may call: built-ins (current_time, read_file, write_file, "
-              "http_get) and tools plugins register.", '["current_time", "read_file"]',
+              "http_get), tools plugins register, and MCP tools: `<server>.<tool>` or "
+              "`<server>.*` for all of a server's.", '["current_time", "read_file"]',
               read="agents.*.tools"),
     ConfigKey("agents.*", "workspace", "string", None,
               "The folder read_file and write_file work in.", '"/srv/ops-notes"',
@@ -343,6 +359,48 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "The stop reason reported (stop, length, toolUse, error, aborted); a step with "
               "tool calls is toolUse unless this is error or aborted.", '"length"',
               default_text="by the reply", read="scripts.*.0.stop_reason"),
+    # mcp
+    ConfigKey("mcp.*", "command", "string", None,
+              "A stdio server: the program to run (the gateway starts it on first use). Give "
+              "command or url, not both.", '"mcp-server-git"', default_text="unset"),
+    ConfigKey("mcp.*", "args", "array of strings", (), "The program's arguments.",
+              '["--repository", "/srv/repo"]', read="mcp.*.args"),
+    ConfigKey("mcp.*", "env", "table of strings", {},
+              "Environment variables for the program, besides HOME, LOGNAME, PATH, SHELL, "
+              "TERM and USER (nothing else of the gateway's is passed). Not for secrets: a "
+              "name like *_TOKEN, *_SECRET, *_PASSWORD or *_API_KEY is refused here.",
+              '{ GIT_PAGER = "cat" }', read="mcp.*.env"),
+    ConfigKey("mcp.*", "env_from", "table of strings", {},
+              "Secrets for the program: variable = the name of the gateway's environment "
+              "variable holding the value, read at each start.",
+              '{ GITHUB_TOKEN = "OPS_GITHUB_TOKEN" }', read="mcp.*.env_from"),
+    ConfigKey("mcp.*", "cwd", "string", None, "The program's working directory.",
+              '"/srv/repo"', default_text="the gateway's", read="mcp.*.cwd"),
+    ConfigKey("mcp.*", "url", "string", None,
+              'A streamable HTTP server instead of a program: its endpoint, e.g. '
+              '`"http://127.0.0.1:8931/mcp"`.', "", default_text="unset",
+              read="mcp.*.url"),
+    ConfigKey("mcp.*", "headers_from", "table of strings", {},
+              "With url: request headers whose values are secrets, header = the name of the "
+              "gateway's environment variable holding the whole value, e.g. "
+              '`{ Authorization = "OPS_MCP_AUTH" }`.', "", read="mcp.*.headers_from"),
+    ConfigKey("mcp.*", "prefix", "string", None,
+              "The start of the names the model sees for this server's tools, each `.` sent "
+              "as `__` (`time.get_current_time` reaches the model as `time__get_current_time`). "
+              "Agents select tools by server name whatever the prefix.", '"git."',
+              default_text="`<name>.`", read="mcp.*.prefix"),
+    ConfigKey("mcp.*", "timeout_s", "number", _MC.timeout_s,
+              "Seconds one tool call may take (then an error result; the server is told to "
+              "cancel).", "120", read="mcp.*.timeout_s"),
+    ConfigKey("mcp.*", "startup_timeout_s", "number", _MC.startup_timeout_s,
+              "Seconds from start to a listed tool set.", "60",
+              read="mcp.*.startup_timeout_s"),
+    ConfigKey("mcp.*", "idle_stop_s", "number", _MC.idle_stop_s,
+              "Seconds without a call after which the server is stopped (started again on "
+              "next use); 0: never.", "1800", read="mcp.*.idle_stop_s"),
+    ConfigKey("mcp.*", "enabled", "boolean", _MC.enabled,
+              "false: agents that select its tools get none, and nothing starts it.", "false",
+              read="mcp.*.enabled"),
     # cron
     ConfigKey("cron", "max_concurrent_runs", "integer", _CD.max_concurrent_runs,
               "Scheduled runs in flight at once, over all jobs.", "2",
@@ -435,6 +493,8 @@ CONFIG_SECTIONS: Mapping[str, str] = {
     "scripts.*": "Scripts for the built-in offline model, used as `scripted/<name>`; `fast` and "
     "`slow` are built in.",
     "scripts.*.steps": "One scripted reply (`[[scripts.<name>.steps]]`).",
+    "mcp.*": "MCP servers, by a name you choose (letters, digits, `_`, `-`); agents use their "
+    "tools as `<name>.<tool>` or `<name>.*` (docs/design/mcp.md).",
     "cron": "The scheduler.",
     "server": "The HTTP API and dashboard.",
     "plugins": "Plugins.",
@@ -465,6 +525,45 @@ def config_keys(section: str) -> set[str]:
 DEFAULT_AGENT = AgentConfig(name="default", model="scripted/fast")
 
 
+def mcp_selection(
+    names: Sequence[str],
+    servers: Mapping[str, McpServerConfig],
+    registry: ToolRegistry,
+    *,
+    where: str = "tools",
+) -> tuple[list[str], dict[str, tuple[str, ...] | None]]:
+    """Split an agent's ``tools`` into the registry's names and, per MCP server, the tools it
+    selects (None: ``<server>.*``, all of them). Invariant MCP-I1: a name the registry lacks
+    that has a dot is an MCP tool, ``<server>.<tool>`` split at the first dot; an unknown
+    server is a ConfigError naming ``where``. Pure."""
+    plain: list[str] = []
+    chosen: dict[str, set[str] | None] = {}
+    known = set(registry.names())
+    for name in names:
+        if name in known or "." not in name:
+            plain.append(name)
+            continue
+        server, tool = name.split(".", 1)
+        if server not in servers:
+            configured = ", ".join(sorted(servers)) or "none (add an [mcp.<name>] table)"
+            raise ConfigError(
+                f"unknown MCP server {server!r} in tool {name!r}; configured MCP servers: "
+                f"{configured}",
+                key=where,
+            )
+        if not tool:
+            raise ConfigError(
+                f"tool {name!r} names no tool: use {server}.<tool> or {server}.*", key=where
+            )
+        if tool == "*" or chosen.get(server, set()) is None:
+            chosen[server] = None
+        else:
+            picked = chosen.setdefault(server, set())
+            assert picked is not None
+            picked.add(tool)
+    return plain, {s: None if t is None else tuple(sorted(t)) for s, t in chosen.items()}
+
+
 def agent_spec(
     cfg: AgentConfig,
     tools: ToolRegistry,
@@ -472,8 +571,24 @@ def agent_spec(
     *,
     model: str | None = None,
     context_windows: Mapping[str, int] | None = None,
+    mcp: McpManager | None = None,
+    mcp_servers: Mapping[str, McpServerConfig] | None = None,
 ) -> AgentSpec:
-    """The runner's view of a configured agent (unknown tool names are a ConfigError)."""
+    """The runner's view of a configured agent (unknown tool names are a ConfigError).
+
+    MCP tools (``<server>.<tool>``, ``<server>.*``) become ``tool_sources`` bound to ``mcp``;
+    the servers they may name are ``mcp_servers`` (the config being checked; default: the
+    manager's). Without a manager, an MCP tool is a ConfigError: nothing could start it."""
+    where = f"agents.{cfg.name}.tools"
+    servers = mcp_servers if mcp_servers is not None else (mcp.servers if mcp else {})
+    plain, selected = mcp_selection(cfg.tools, servers, tools, where=where)
+    sources: list[ToolSource] = []
+    for server, select in selected.items():
+        if mcp is None:
+            raise ConfigError(
+                f"MCP tools ({server}.*) need the gateway's MCP manager here", key=where
+            )
+        sources.append(mcp.source(server, select))
     ref = model or cfg.model
     window = (context_windows or {}).get(str(ModelRef.parse(ref)), DEFAULT_CONTEXT_WINDOW)
     return AgentSpec(
@@ -481,7 +596,8 @@ def agent_spec(
         model=model or cfg.model,
         fallbacks=cfg.fallbacks,
         system_prompt=cfg.system_prompt,
-        tools=tools.select(cfg.tools, where=f"agents.{cfg.name}.tools"),
+        tools=tools.select(plain, where=where),
+        tool_sources=tuple(sources),
         workspace=Path(cfg.workspace) if cfg.workspace else paths.workspace(cfg.name),
         max_steps=cfg.max_steps,
         http_allow=frozenset(cfg.http_allow),
@@ -764,6 +880,7 @@ def parse_config(
     durability = r.get(raw, "", "durability", str, "fsync")
     if durability not in ("fsync", "buffered"):
         raise r.error("durability", "must be 'fsync' or 'buffered'")
+    mcp = _mcp_servers(r, raw)
     return GatewayConfig(
         providers,
         agents,
@@ -777,6 +894,7 @@ def parse_config(
         _limits(r, raw),
         _retention(r, r.get(raw, "", "retention", dict, {})),
         _approvals(r, r.get(raw, "", "approvals", dict, {})),
+        mcp=mcp,
     )
 
 
@@ -804,6 +922,112 @@ def _approvals(r: _Reader, t: Mapping[str, Any]) -> ApprovalsConfig:
         unattended_timeout_s=wait("unattended_timeout_s", d.unattended_timeout_s),
         max_pending=max_pending,
     )
+
+
+#: Environment variable names that hold secrets, refused in ``[mcp.*] env`` (use env_from).
+_SECRET_NAME = re.compile(
+    r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(_|$)",
+    re.IGNORECASE,
+)
+
+
+def _mcp_servers(r: _Reader, raw: Mapping[str, Any]) -> dict[str, McpServerConfig]:
+    """The ``[mcp.<name>]`` tables (docs/design/mcp.md)."""
+    out: dict[str, McpServerConfig] = {}
+    prefixes: dict[str, str] = {}
+    for name, t in r.get(raw, "", "mcp", dict, {}).items():
+        key = f"mcp.{name}"
+        if not isinstance(t, dict):
+            raise r.error(key, "must be a table")
+        if not SERVER_NAME.fullmatch(name):
+            raise r.error(
+                key,
+                f"MCP server name {name!r} must be 1-32 letters, digits, '_' or '-' (no dots: "
+                "agents name its tools <server>.<tool>)",
+            )
+        r.table(t, key, config_keys("mcp.*"))
+        command = r.get(t, key, "command", str, None)
+        url = r.get(t, key, "url", str, None)
+        if (command is None) == (url is None):
+            raise r.error(
+                key,
+                "give either command (a program the gateway runs, stdio) or url (a streamable "
+                "HTTP server); this table has " + ("both" if command is not None else "neither"),
+            )
+        if command is not None and not command.strip():
+            raise r.error(f"{key}.command", "must not be empty")
+        tables = {k: _string_table(r, t, key, k) for k in ("env", "env_from", "headers_from")}
+        # Invariant MCP-I10: no secret in the file; env_from / headers_from name variables.
+        for var in tables["env"]:
+            if _SECRET_NAME.search(var):
+                raise r.error(
+                    f"{key}.env.{var}",
+                    f"{var} looks like a secret, and secrets never go in the config file: "
+                    f'export it to the gateway and write env_from = {{ {var} = "<variable>" }}',
+                )
+        for k in ("env_from", "headers_from"):
+            for field_name, variable in tables[k].items():
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+                    raise r.error(
+                        f"{key}.{k}.{field_name}",
+                        f"{variable!r} is not an environment variable name (it names the "
+                        "gateway's variable that holds the value, not the value)",
+                    )
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise r.error(f"{key}.url", f"{url!r} is not an http(s) URL")
+            if parts.username or parts.password:
+                raise r.error(
+                    f"{key}.url",
+                    "secrets never go in the config file: drop the user:password from the URL "
+                    "and send it with headers_from",
+                )
+            for k in ("args", "env", "env_from", "cwd"):
+                if k in t:
+                    raise r.error(f"{key}.{k}", f"{k} is for a command; this server has a url")
+        elif "headers_from" in t:
+            raise r.error(
+                f"{key}.headers_from", "headers_from is for a url; this server runs a command"
+            )
+        prefix = r.get(t, key, "prefix", str, None)
+        if prefix is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", prefix):
+            raise r.error(f"{key}.prefix", "must be 1-32 letters, digits, '_', '-' or '.'")
+        cfg = McpServerConfig(
+            name=name,
+            command=command,
+            args=r.strings(t, key, "args", ()),
+            env=tables["env"],
+            env_from=tables["env_from"],
+            cwd=r.get(t, key, "cwd", str, None),
+            url=url,
+            headers_from=tables["headers_from"],
+            prefix=prefix,
+            timeout_s=r.positive(t, key, "timeout_s", DEFAULT_TIMEOUT_S) or DEFAULT_TIMEOUT_S,
+            startup_timeout_s=r.positive(t, key, "startup_timeout_s", DEFAULT_STARTUP_TIMEOUT_S)
+            or DEFAULT_STARTUP_TIMEOUT_S,
+            idle_stop_s=r.positive(t, key, "idle_stop_s", DEFAULT_IDLE_STOP_S),
+            enabled=bool(r.get(t, key, "enabled", bool, True)),
+        )
+        # Invariant MCP-I2: two servers never give the model the same tool name.
+        wire = wire_name(cfg.tool_prefix, "")
+        if wire in prefixes:
+            raise r.error(
+                f"{key}.prefix",
+                f"prefix {cfg.tool_prefix!r} names tools as server {prefixes[wire]!r} does; "
+                "give each server its own prefix",
+            )
+        prefixes[wire] = name
+        out[name] = cfg
+    return out
+
+
+def _string_table(r: _Reader, t: Mapping[str, Any], key: str, name: str) -> dict[str, str]:
+    table = r.get(t, key, name, dict, {})
+    for k, v in table.items():
+        if not isinstance(v, str):
+            raise r.error(f"{key}.{name}.{k}", f"must be a string, not {type(v).__name__}")
+    return dict(table)
 
 
 def _limits(r: _Reader, raw: Mapping[str, Any]) -> LimitsConfig:
@@ -939,6 +1163,15 @@ timeout_s = 600
 # [agents.ops.heartbeat]
 # every_s = 1800                       # 0 = off
 # prompt = "Anything that needs attention? Reply HEARTBEAT_OK if not."
+
+# MCP servers (docs/design/mcp.md): started on first use, stopped when idle and at shutdown.
+# Agents select their tools in `tools`: "git.git_log", or "git.*" for all of them.
+# [mcp.git]
+# command = "mcp-server-git"           # a program (stdio), or instead: url = "http://.../mcp"
+# args = ["--repository", "/srv/repo"]
+# env_from = { GITHUB_TOKEN = "OPS_GITHUB_TOKEN" }   # secrets: the gateway's variable names
+# timeout_s = 60                       # per call
+# idle_stop_s = 600                    # 0 = never
 
 # Per-model token budgets (default 128000); compaction keeps each agent's context inside it.
 # [models."openai/gpt-4o"]

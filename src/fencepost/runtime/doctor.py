@@ -10,6 +10,7 @@ reported (the next attempt takes it over). It never deletes or rewrites a transc
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 from ..core import Session, SessionStore, holder_alive, verify_transcript
-from ..errors import ConfigError, FencepostError, OutsideProtocolChangeError
+from ..errors import ConfigError, FencepostError, McpServerError, OutsideProtocolChangeError
 from .config import LimitsConfig, StatePaths, load_config
 from .gateway import running_gateway
+from .mcp import McpServerConfig
 from .resources import judge, process_usage, state_usage
 
 __all__ = ["Finding", "Status", "run_doctor"]
@@ -39,7 +41,12 @@ class Finding:
 
 
 async def run_doctor(
-    paths: StatePaths, *, config: str | None = None, fix: bool = False, providers: bool = False
+    paths: StatePaths,
+    *,
+    config: str | None = None,
+    fix: bool = False,
+    providers: bool = False,
+    mcp: bool = False,
 ) -> list[Finding]:
     out: list[Finding] = []
     out += await _check_config(paths, config)
@@ -61,6 +68,7 @@ async def run_doctor(
     out += _check_resources(paths, config)
     if providers:
         out += await _check_providers(paths, config)
+    out += await _check_mcp(paths, config, start=mcp)
     return out
 
 
@@ -337,6 +345,90 @@ async def _check_providers(paths: StatePaths, config: str | None) -> list[Findin
                     out.append(Finding("providers", "ok", f"{ref} answered", agent.name))
                 except FencepostError as exc:
                     out.append(Finding("providers", "fail", f"{ref}: {exc}", agent.name))
+    return out
+
+
+def _mcp_static(server: McpServerConfig) -> list[tuple[Status, str]]:
+    """What can be told about a server without starting it: its program and folder exist,
+    the environment variables it takes secrets from are set (here: maybe not the gateway's)."""
+    out: list[tuple[Status, str]] = []
+    if server.command is not None:
+        cmd = server.command
+        found = (
+            os.access(Path(server.cwd or ".") / cmd, os.X_OK) if "/" in cmd else shutil.which(cmd)
+        )
+        if not found:
+            out.append(("fail", f"cannot run {cmd!r}: not found or not executable"))
+        if server.cwd is not None and not Path(server.cwd).is_dir():
+            out.append(("fail", f"its cwd {server.cwd} is not a folder"))
+    for key, table in (("env_from", server.env_from), ("headers_from", server.headers_from)):
+        for name, variable in table.items():
+            if variable not in os.environ:
+                out.append(
+                    (
+                        "warn",
+                        f"{variable} (mcp.{server.name}.{key}.{name}) is not set here; the "
+                        "gateway needs it in its environment",
+                    )
+                )
+    return out
+
+
+async def _check_mcp(paths: StatePaths, config: str | None, *, start: bool) -> list[Finding]:
+    """One finding per configured MCP server: whether it can start (with ``start``: started,
+    listed and stopped again; the agents' selections checked against what it offers)."""
+    from .config import agents_of
+    from .mcp import McpManager
+
+    path = Path(config) if config else paths.config
+    try:
+        cfg = load_config(path) if path.exists() else None
+    except ConfigError:
+        return []  # the config check already failed, naming file, key and line
+    if cfg is None or not cfg.mcp:
+        return []
+    out: list[Finding] = []
+    for name, server in sorted(cfg.mcp.items()):
+        if not server.enabled:
+            out.append(Finding("mcp", "ok", "disabled: nothing starts it", name))
+            continue
+        problems = _mcp_static(server)
+        out += [Finding("mcp", status, detail, name) for status, detail in problems]
+        if any(status == "fail" for status, _ in problems):
+            continue
+        if not start:
+            if not problems:
+                out.append(
+                    Finding(
+                        "mcp",
+                        "ok",
+                        f"{server.transport}: {server.target} (not started; --mcp starts it)",
+                        name,
+                    )
+                )
+            continue
+        try:
+            with McpManager.quiet():  # the finding says it
+                async with McpManager({name: server}) as manager:
+                    tools = await manager.tools(name, fresh=True)
+        except McpServerError as exc:
+            out.append(Finding("mcp", "fail", exc.detail, name))
+            continue
+        offered = {t.name for t in tools}
+        out.append(Finding("mcp", "ok", f"started; offers {len(tools)} tool(s)", name))
+        for agent in agents_of(cfg).values():
+            for tool in agent.tools:
+                picked = tool.split(".", 1)[1] if tool.startswith(f"{name}.") else "*"
+                if picked != "*" and picked not in offered:
+                    out.append(
+                        Finding(
+                            "mcp",
+                            "warn",
+                            f"agents.{agent.name}.tools selects {tool}, which the server "
+                            f"does not offer (it offers: {', '.join(sorted(offered))})",
+                            name,
+                        )
+                    )
     return out
 
 

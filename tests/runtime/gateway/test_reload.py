@@ -28,6 +28,7 @@ from fencepost.runtime.gateway import (
     config_changes,
     plan_reload,
 )
+from fencepost.runtime.mcp import McpServerConfig
 from fencepost.runtime.providers import ProviderConfig, ScriptStep
 
 # ---- the pure diff ----------------------------------------------------------------------------
@@ -40,6 +41,7 @@ def full_config() -> GatewayConfig:
         agents={"ops": AgentConfig(name="ops", model="scripted/fast")},
         scripts={"quick": (ScriptStep(text="hi"),)},
         context_windows={"local/m": 1000},
+        mcp={"git": McpServerConfig(name="git", command="mcp-server-git", env={"A": "b"})},
     )
 
 

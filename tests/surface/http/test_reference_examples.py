@@ -128,6 +128,8 @@ async def test_the_http_reference_examples_work_as_written_on_an_init_config(sta
                 assert body["status"] == "ok", body
             elif "/messages" in url:
                 assert r.status_code == 202 and body["session_id"] == "ops-main"
+            elif url.endswith("/api/mcp"):
+                assert body == {"servers": []}  # the init config declares none
             elif HOSTS[parts.netloc] == "token":
                 assert [j["job_id"] for j in body["jobs"]] == [job_id]
         assert job_id, "no example created a job"

@@ -58,6 +58,7 @@ from ..cron import (
     WebhookDeliverer,
 )
 from ..demo import DemoRetired, retire_demo_jobs
+from ..mcp import McpManager
 from ..providers import (
     AttemptFailed,
     ChainEvent,
@@ -253,6 +254,8 @@ class Gateway:
         self._providers: _Providers | None = None
         self.tools: ToolRegistry
         self.specs: dict[str, AgentSpec] = {}
+        #: MCP servers (docs/design/mcp.md): none runs until a turn uses one; stopped by stop().
+        self.mcp = McpManager(config.mcp, log_dir=paths.logs / "mcp")
         #: Set by start() on a config that is not the demo's: the demo jobs it removed.
         self.left_demo: DemoRetired | None = None
 
@@ -277,7 +280,14 @@ class Gateway:
         tools = ToolRegistry(plugin_tools)
         try:
             specs = {
-                name: agent_spec(cfg, tools, self.paths, context_windows=config.context_windows)
+                name: agent_spec(
+                    cfg,
+                    tools,
+                    self.paths,
+                    context_windows=config.context_windows,
+                    mcp=self.mcp,
+                    mcp_servers=config.mcp,
+                )
                 for name, cfg in agents_of(config).items()
             }
         except ConfigError as exc:
@@ -378,6 +388,7 @@ class Gateway:
             publish=self._publish,
         )
         self.cron = CronStore(self.paths.cron_db, create=True)
+        self.mcp = McpManager(self.config.mcp, log_dir=self.paths.logs / "mcp")
         ready = await self._prepare(self.config)
         self._providers = _Providers(ready.providers)
         self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs
@@ -434,6 +445,7 @@ class Gateway:
         await self._close()
 
     async def _close(self) -> None:
+        await self.mcp.aclose()  # Invariant MCP-I9: no server outlives a stopped gateway
         for closer in ("store", "cron"):
             obj = getattr(self, closer, None)
             if obj is not None:
@@ -530,6 +542,7 @@ class Gateway:
         assert old is not None
         self.config = ready.config
         self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs
+        self.mcp.configure(ready.config.mcp)
         if ready.providers is not old.registry:
             self._providers = _Providers(ready.providers)
             old.retired = True

@@ -29,6 +29,7 @@ from .cron_run import run as _cron_run  # noqa: F401  (registers `cron run`)
 from .doctor import doctor, init
 from .gateway import demo, gateway, reload
 from .gc import gc
+from .mcp import mcp
 from .memory import memory
 from .service import service
 from .sessions import sessions
@@ -67,6 +68,7 @@ cli.add_command(demo)
 cli.add_command(gateway)
 cli.add_command(reload)
 cli.add_command(memory)
+cli.add_command(mcp)
 cli.add_command(trajectory)
 cli.add_command(doctor)
 cli.add_command(init)

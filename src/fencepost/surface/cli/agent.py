@@ -19,6 +19,7 @@ from ...runtime.config import (
     default_home,
     state_config,
 )
+from ...runtime.mcp import McpManager
 from ...runtime.providers import (
     AttemptFailed,
     ChainEvent,
@@ -63,11 +64,17 @@ def run(
     name = agent_name or next(iter(agents))
     if name not in agents:
         raise click.BadParameter(f"no agent {name!r}; configured: {', '.join(agents)}")
+    mcp = McpManager(cfg.mcp)  # starts nothing until the turn calls one of its tools
     spec = agent_spec(
-        agents[name], ToolRegistry(), paths, model=model, context_windows=cfg.context_windows
+        agents[name],
+        ToolRegistry(),
+        paths,
+        model=model,
+        context_windows=cfg.context_windows,
+        mcp=mcp,
     )
     result = asyncio.run(
-        _run(paths, cfg, spec, session_id, text, timeout_s or agents[name].timeout_s, wait_s)
+        _run(paths, cfg, spec, session_id, text, timeout_s or agents[name].timeout_s, wait_s, mcp)
     )
     if not result.ok:
         what = result.fence["description"] if result.fence else result.error_message
@@ -83,6 +90,7 @@ async def _run(
     text: str,
     timeout_s: float,
     wait_s: float | None,
+    mcp: McpManager,
 ) -> TurnResult:
     console = Console(stderr=True)
     out = Console(highlight=False)
@@ -118,6 +126,7 @@ async def _run(
     finally:
         status.stop()
         store.close()
+        await mcp.aclose()  # Invariant MCP-I9: no server outlives the command
     out.print()
     console.print(
         f"[dim]{result.status} · {result.model} · {result.steps} step(s) · "

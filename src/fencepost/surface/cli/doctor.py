@@ -28,13 +28,15 @@ STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "fixed": "cyan"}
 @config_option
 @click.option("--fix", is_flag=True, help="Apply safe repairs (never deletes a transcript).")
 @click.option("--providers", is_flag=True, help="Also send a 1-token request to each model.")
+@click.option("--mcp", is_flag=True, help="Also start each MCP server, list its tools, stop it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(
-    home: Path | None, config: str | None, fix: bool, providers: bool, as_json: bool
+    home: Path | None, config: str | None, fix: bool, providers: bool, mcp: bool, as_json: bool
 ) -> None:
-    """Check config, state database, locks, sessions and plugins. Exit 1 on a failure."""
+    """Check config, state database, locks, sessions, plugins and MCP servers. Exit 1 on a
+    failure."""
     paths = StatePaths(home or default_home())
-    findings = asyncio.run(run_doctor(paths, config=config, fix=fix, providers=providers))
+    findings = asyncio.run(run_doctor(paths, config=config, fix=fix, providers=providers, mcp=mcp))
     overall = summarize(findings)
     if as_json:
         click.echo(

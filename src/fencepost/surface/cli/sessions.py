@@ -419,7 +419,16 @@ def compact(
     name = agent_name or next(iter(agents))
     if name not in agents:
         raise click.BadParameter(f"no agent {name!r}; configured: {', '.join(agents)}")
-    spec = agent_spec(agents[name], ToolRegistry(), paths, context_windows=cfg.context_windows)
+    from ...runtime.mcp import McpManager
+
+    # The agent's MCP tools are bound but never listed: a compaction calls no tool.
+    spec = agent_spec(
+        agents[name],
+        ToolRegistry(),
+        paths,
+        context_windows=cfg.context_windows,
+        mcp=McpManager(cfg.mcp),
+    )
     settings = spec.compaction
     if keep_tokens is not None:
         if keep_tokens < 0:

@@ -207,6 +207,12 @@ async def health(request: Request) -> Response:
     )
 
 
+async def mcp_servers(request: Request) -> Response:
+    """The MCP servers and their state (docs/design/mcp.md); read-only: starts nothing."""
+    gw = gateway_of(request)
+    return JSONResponse({"servers": [s.to_json() for s in gw.mcp.status()]})
+
+
 async def reload_config(request: Request) -> Response:
     """Read the config again and apply it, or refuse it and keep the old one (GATEWAY-I8)."""
     try:
@@ -521,6 +527,7 @@ def api_routes() -> list[Route]:
     return [
         Route("/api/health", health, methods=["GET"]),
         Route("/api/reload", reload_config, methods=["POST"]),
+        Route("/api/mcp", mcp_servers, methods=["GET"]),
         Route("/api/jobs", list_jobs, methods=["GET"]),
         Route("/api/jobs", create_job, methods=["POST"]),
         Route("/api/jobs/{job_id}", get_job, methods=["GET"]),

@@ -556,6 +556,32 @@ _SCHEMAS: dict[str, Any] = {
             "recorded": {"const": True, "description": "The decision is in the transcript"},
         },
     },
+    "McpServer": {
+        "type": "object",
+        "required": ["name", "transport", "target", "enabled", "state"],
+        "properties": {
+            "name": {"type": "string"},
+            "transport": {"enum": ["stdio", "http"]},
+            "target": {"type": "string", "description": "The command line or the URL"},
+            "enabled": {"type": "boolean"},
+            "state": {"enum": ["stopped", "starting", "running", "backoff", "disabled"]},
+            "tools": {
+                "type": ["integer", "null"],
+                "description": "Tools in the last listing (kept while stopped)",
+            },
+            "started_at": {"type": ["string", "null"]},
+            "starts": {"type": "integer"},
+            "crashes": {"type": "integer"},
+            "failures": {"type": "integer", "description": "Consecutive failed starts/crashes"},
+            "last_error": {"type": ["string", "null"]},
+            "last_error_at": {"type": ["string", "null"]},
+            "retry_in_s": {
+                "type": ["number", "null"],
+                "description": "Backoff: seconds until the next start is allowed",
+            },
+            "in_flight": {"type": "integer"},
+        },
+    },
     "Health": {
         "type": "object",
         "properties": {
@@ -636,6 +662,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "Read the config again: apply it without dropping a turn, or refuse it",
                 {"200": _json(_ref("ReloadResult"), "Applied (or nothing changed)")},
                 errors=["config_invalid"],
+            )
+        },
+        "/api/mcp": {
+            "get": _op(
+                "mcp_servers",
+                "MCP servers: configuration and state (starts nothing)",
+                {"200": _json(_array("McpServer", "servers"), "Servers")},
             )
         },
         "/api/jobs": {
