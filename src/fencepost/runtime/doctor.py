@@ -1,10 +1,11 @@
 """``fencepost doctor``: check a state directory; repair only what is safe.
 
-Each check returns findings; ``fix=True`` applies only the repair that cannot lose anything:
+Each check returns findings; ``fix=True`` applies only repairs that cannot lose anything:
 settling a crashed protocol write (``Session.recover``: torn bytes go to the quarantine, never
-away). A change made outside the protocol is reported, never repaired; a dead holder's lease is
-reported (the next attempt takes it over). It never deletes or rewrites a transcript
-(Invariant DOCTOR-I1).
+away), and ending the child processes a dead gateway left running (only those provably its
+own, docs/design/exec.md CHILD-I2). A change made outside the protocol is reported, never
+repaired; a dead holder's lease is reported (the next attempt takes it over). It never deletes
+or rewrites a transcript (Invariant DOCTOR-I1).
 """
 
 from __future__ import annotations

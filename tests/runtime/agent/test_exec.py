@@ -606,3 +606,24 @@ def test_an_agent_gets_its_own_exec_tool_with_its_policy_exec_i8(tmp_path):
         ToolRegistry([Tool("exec", "mine", tool.run)])
     with pytest.raises(ConfigError, match=r"known tools: .*exec"):
         ToolRegistry().select(["nope"])
+
+
+async def test_doctor_says_whether_the_sandbox_works_and_fails_only_an_agent_needing_it_exec_i6(
+    bwrap, tmp_path, monkeypatch
+):
+    """Invariant EXEC-I6, as ``fencepost doctor`` reports it."""
+    from fencepost.runtime.config import StatePaths
+    from fencepost.runtime.doctor import run_doctor
+
+    paths = StatePaths(tmp_path / "home")
+    paths.root.mkdir()
+    paths.config.write_text(_config('policy = "allow"\nallow = ["git"]\nsandbox = true'))
+    [ok] = [f for f in await run_doctor(paths) if f.check == "sandbox"]
+    assert ok.status == "ok" and "available" in ok.detail
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
+    [bad] = [f for f in await run_doctor(paths) if f.check == "sandbox"]
+    assert bad.status == "fail" and "agents.ops.exec.sandbox = true" in bad.detail
+    assert "apt-get install bubblewrap" in bad.detail
+    paths.config.write_text(_config('policy = "allow"\nallow = ["git"]'))
+    [fine] = [f for f in await run_doctor(paths) if f.check == "sandbox"]
+    assert fine.status == "ok" and "no agent asks for it" in fine.detail

@@ -470,9 +470,10 @@ async def run_command(
     sinks = [_Sink(max_output_bytes, loop.create_future()) for _ in range(2)]
     transports: list[asyncio.BaseTransport] = []
     timed_out = pipes_held = False
-    stop_watching = _watch_exit(loop, proc, exited)
+    stop_watching: Callable[[], None] = lambda: None  # noqa: E731
     try:
         try:
+            stop_watching = _watch_exit(loop, proc, exited)
             async with asyncio.timeout(timeout_s):
                 for sink, pipe in zip(sinks, (proc.stdout, proc.stderr), strict=True):
                     transports.append(await _connect(loop, sink, pipe))
