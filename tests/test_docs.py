@@ -205,7 +205,9 @@ def _minimal() -> dict[str, Any]:
     """A config with one entry in every named section and no optional key set."""
     return {
         "providers": {"local": {}},
-        "agents": {"ops": {"model": "scripted/demo", "heartbeat": {}, "compaction": {}}},
+        "agents": {
+            "ops": {"model": "scripted/demo", "heartbeat": {}, "compaction": {}, "exec": {}}
+        },
         "models": {"local/qwen": {}},
         "scripts": {"demo": {"steps": [{}]}},
         "mcp": {"git": {"command": "mcp-server-git"}},  # a server needs a command or a url

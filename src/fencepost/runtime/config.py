@@ -19,7 +19,19 @@ from urllib.parse import urlsplit
 
 from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
-from .agent import DEFAULT_CONTEXT_WINDOW, AgentSpec, CompactionSettings, ToolRegistry, ToolSource
+from .agent import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_EXEC_ENV,
+    AgentSpec,
+    CompactionSettings,
+    ExecPolicy,
+    Tool,
+    ToolRegistry,
+    ToolSource,
+    exec_pattern_problem,
+    exec_tool,
+)
+from .children import ChildRegistry
 from .mcp import (
     DEFAULT_IDLE_STOP_S,
     DEFAULT_STARTUP_TIMEOUT_S,
@@ -45,6 +57,8 @@ __all__ = [
     "StatePaths",
     "agent_spec",
     "default_home",
+    "exec_listed_problem",
+    "MAX_EXEC_OUTPUT_BYTES",
     "CronDefaults",
     "GatewayConfig",
     "HeartbeatConfig",
@@ -97,6 +111,11 @@ class StatePaths:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def children(self) -> Path:
+        """One record per live child process (docs/design/exec.md CHILD-I1)."""
+        return self.root / "run" / "children"
+
     def workspace(self, agent: str) -> Path:
         return self.root / "workspaces" / agent
 
@@ -126,6 +145,8 @@ class AgentConfig:
     steering: bool = True
     #: ``[agents.<name>.compaction]``; the context window comes from ``[models."<ref>"]``.
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
+    #: ``[agents.<name>.exec]``: what the exec tool may run (docs/design/exec.md).
+    exec: ExecPolicy = field(default_factory=ExecPolicy)
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,10 @@ MAX_RETENTION_DAYS = 36_600.0
 
 #: docs/design/http.md HTTP-I9.
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+#: The most output an exec result may carry: a tool result is one transcript record
+#: (MAX_RECORD_BYTES, 1 MiB), and JSON may escape a control byte into six.
+MAX_EXEC_OUTPUT_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -255,6 +280,7 @@ _SC = ServerConfig()
 _CD = CronDefaults()
 _AP = ApprovalsConfig()
 _MC = McpServerConfig(name="_")
+_EP = ExecPolicy()
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("", "durability", "string", "fsync",
@@ -292,9 +318,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               read="agents.*.system_prompt"),
     ConfigKey("agents.*", "tools", "array of strings", AgentConfig.tools,
               "The tools the agent may call: built-ins (current_time, read_file, write_file, "
-              "http_get), tools plugins register, and MCP tools: `<server>.<tool>` or "
-              "`<server>.*` for all of a server's.", '["current_time", "read_file"]',
-              read="agents.*.tools"),
+              "http_get), exec (commands, by [agents.<name>.exec]), tools plugins register, "
+              "and MCP tools: `<server>.<tool>` or `<server>.*` for all of a server's.",
+              '["current_time", "read_file"]', read="agents.*.tools"),
     ConfigKey("agents.*", "workspace", "string", None,
               "The folder read_file and write_file work in.", '"/srv/ops-notes"',
               default_text="`<home>/workspaces/<name>`", read="agents.*.workspace"),
@@ -327,6 +353,40 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("agents.*.compaction", "max_context_bytes", "integer", _CS.max_context_bytes,
               "Also compact when a turn would read more transcript bytes than this.", "524288",
               read="agents.*.compaction.max_context_bytes"),
+    ConfigKey("agents.*.exec", "policy", "string", _EP.policy,
+              'What the exec tool may run: "deny" (nothing), "allow" (what allow matches, '
+              'nothing else) or "ask" (what allow matches; anything else waits for an '
+              "operator's approval). An agent listing exec in tools needs allow or ask.",
+              '"ask"', read="agents.*.exec.policy"),
+    ConfigKey("agents.*.exec", "allow", "array of strings", _EP.allow,
+              "Programs a command may run: a bare name (git, or a glob: git-*) matches a "
+              "bare argv[0], found on PATH; an absolute path (/usr/bin/*, * within one "
+              "component) matches the program's path; sh:<command> matches a whole shell "
+              "command, where * stands for word characters, never shell syntax.",
+              '["git", "ls", "sh:git log *"]', read="agents.*.exec.allow"),
+    ConfigKey("agents.*.exec", "shell", "boolean", _EP.shell,
+              "The model may pass a command line for /bin/sh -c instead of an argv; it runs "
+              "only when a sh: pattern matches it whole or (policy ask) an operator approves.",
+              "true", read="agents.*.exec.shell"),
+    ConfigKey("agents.*.exec", "timeout_s", "number", _EP.timeout_s,
+              "The longest a command runs (a call may ask for less); then its whole process "
+              "group is ended (SIGTERM, then SIGKILL).", "120", read="agents.*.exec.timeout_s"),
+    ConfigKey("agents.*.exec", "max_output_bytes", "integer", _EP.max_output_bytes,
+              "stdout and stderr together in the result (at most 131072); the rest is counted "
+              "and dropped, and the result says so.", "32768",
+              read="agents.*.exec.max_output_bytes"),
+    ConfigKey("agents.*.exec", "env", "array of strings", DEFAULT_EXEC_ENV,
+              "The environment variables a command sees, by name, with the gateway's values; "
+              "no other variable is passed.", '["PATH", "HOME", "LANG", "GIT_AUTHOR_NAME"]',
+              read="agents.*.exec.env"),
+    ConfigKey("agents.*.exec", "sandbox", "boolean", _EP.sandbox,
+              "Run commands under bubblewrap (bwrap): the workspace writable, the rest of the "
+              "file system read-only, a private /tmp, its own pid namespace. Without a working "
+              "bwrap commands are refused, never run unsandboxed (fencepost doctor checks).",
+              "true", read="agents.*.exec.sandbox"),
+    ConfigKey("agents.*.exec", "network", "boolean", _EP.network,
+              "With sandbox: commands may reach the network (without the sandbox they always "
+              "can).", "true", read="agents.*.exec.network"),
     # models, scripts
     ConfigKey("models.*", "context_window", "integer", DEFAULT_CONTEXT_WINDOW,
               "The model's context window in tokens (compaction keeps each turn inside it).",
@@ -489,6 +549,8 @@ CONFIG_SECTIONS: Mapping[str, str] = {
     "`scripted/fast`.",
     "agents.*.heartbeat": "Heartbeat turns on the agent's main session.",
     "agents.*.compaction": "Automatic compaction of long sessions (pi format).",
+    "agents.*.exec": "The exec tool: commands in the agent's workspace (docs/design/exec.md). "
+    'The agent must list `"exec"` in `tools`.',
     "models.*": 'Per-model settings, by `provider/model` (quote it: `[models."openai/gpt-4o"]`).',
     "scripts.*": "Scripts for the built-in offline model, used as `scripted/<name>`; `fast` and "
     "`slow` are built in.",
@@ -576,14 +638,16 @@ def agent_spec(
 ) -> AgentSpec:
     """The runner's view of a configured agent (unknown tool names are a ConfigError).
 
-    MCP tools (``<server>.<tool>``, ``<server>.*``) become ``tool_sources`` bound to ``mcp``;
-    the servers they may name are ``mcp_servers`` (the config being checked; default: the
-    manager's). Without a manager, an MCP tool is a ConfigError: nothing could start it."""
+    The exec tool is built here, from the agent's own policy, recording its commands under
+    ``paths.children``. MCP tools (``<server>.<tool>``, ``<server>.*``) become ``tool_sources``
+    bound to ``mcp``; the servers they may name are ``mcp_servers`` (the config being checked;
+    default: the manager's). Without a manager, an MCP tool is a ConfigError: nothing could
+    start it."""
     where = f"agents.{cfg.name}.tools"
     servers = mcp_servers if mcp_servers is not None else (mcp.servers if mcp else {})
-    plain, selected = mcp_selection(cfg.tools, servers, tools, where=where)
+    plain, from_mcp = mcp_selection(cfg.tools, servers, tools, where=where)
     sources: list[ToolSource] = []
-    for server, select in selected.items():
+    for server, select in from_mcp.items():
         if mcp is None:
             raise ConfigError(
                 f"MCP tools ({server}.*) need the gateway's MCP manager here", key=where
@@ -591,12 +655,24 @@ def agent_spec(
         sources.append(mcp.source(server, select))
     ref = model or cfg.model
     window = (context_windows or {}).get(str(ModelRef.parse(ref)), DEFAULT_CONTEXT_WINDOW)
+    selected = tools.select([t for t in plain if t != "exec"], where=where)
+    chosen: dict[str, Tool] = {}
+    for name in plain:
+        if name == "exec":
+            problem = exec_listed_problem(cfg)
+            if problem is not None:
+                raise ConfigError(problem, key=where)
+            chosen[name] = exec_tool(
+                cfg.exec, children=ChildRegistry(paths.children), where=f"agents.{cfg.name}.exec"
+            )
+        else:
+            chosen[name] = selected[name]
     return AgentSpec(
         name=cfg.name,
         model=model or cfg.model,
         fallbacks=cfg.fallbacks,
         system_prompt=cfg.system_prompt,
-        tools=tools.select(plain, where=where),
+        tools=chosen,
         tool_sources=tuple(sources),
         workspace=Path(cfg.workspace) if cfg.workspace else paths.workspace(cfg.name),
         max_steps=cfg.max_steps,
@@ -608,6 +684,19 @@ def agent_spec(
             keep_recent_tokens=cfg.compaction.keep_recent_tokens,
             max_context_bytes=cfg.compaction.max_context_bytes,
         ),
+    )
+
+
+def exec_listed_problem(cfg: AgentConfig) -> str | None:
+    """Why an agent listing exec in ``tools`` cannot have it (its policy is deny), or None
+    (Invariant EXEC-I8: refused by parse_config and agent_spec alike)."""
+    if "exec" not in cfg.tools or cfg.exec.policy != "deny":
+        return None
+    k = f"agents.{cfg.name}.exec"
+    return (
+        f'lists "exec" but {k}.policy is "deny" (the default), so every command would be '
+        f'refused: set [{k}] policy = "allow" (with allow = [...]) or "ask", or take exec '
+        "out of tools"
     )
 
 
@@ -823,6 +912,7 @@ def parse_config(
                 r.positive(c_raw, ck, "max_context_bytes", defaults.max_context_bytes)
             ),
         )
+        exec_policy = _exec_policy(r, r.get(a, key, "exec", dict, {}), f"{key}.exec")
         max_steps = int(r.get(a, key, "max_steps", int, 8))
         if max_steps < 1:
             raise r.error(f"{key}.max_steps", "must be at least 1")
@@ -839,7 +929,11 @@ def parse_config(
             heartbeat=heartbeat,
             steering=bool(r.get(a, key, "steering", bool, True)),
             compaction=compaction,
+            exec=exec_policy,
         )
+        problem = exec_listed_problem(agents[name])
+        if problem is not None:
+            raise r.error(f"{key}.tools", problem)
     c = r.get(raw, "", "cron", dict, {})
     r.table(c, "cron", config_keys("cron"))
     cron = CronDefaults(
@@ -1030,6 +1124,48 @@ def _string_table(r: _Reader, t: Mapping[str, Any], key: str, name: str) -> dict
     return dict(table)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _exec_policy(r: _Reader, t: Mapping[str, Any], k: str) -> ExecPolicy:
+    """``[agents.<name>.exec]`` (docs/design/exec.md); every error names its key and line
+    (Invariant EXEC-I8)."""
+    r.table(t, k, config_keys("agents.*.exec"))
+    d = ExecPolicy()
+    policy = r.get(t, k, "policy", str, d.policy)
+    if policy not in ("deny", "allow", "ask"):
+        raise r.error(f"{k}.policy", f'must be "deny", "allow" or "ask", not {policy!r}')
+    shell = bool(r.get(t, k, "shell", bool, d.shell))
+    allow = r.strings(t, k, "allow", d.allow)
+    for pattern in allow:
+        problem = exec_pattern_problem(pattern, shell=shell)
+        if problem is not None:
+            raise r.error(f"{k}.allow", problem)
+    timeout_s = r.positive(t, k, "timeout_s", d.timeout_s)
+    if timeout_s <= 0:
+        raise r.error(f"{k}.timeout_s", "must be more than 0 seconds")
+    cap = int(r.get(t, k, "max_output_bytes", int, d.max_output_bytes))
+    if not 1 <= cap <= MAX_EXEC_OUTPUT_BYTES:
+        raise r.error(
+            f"{k}.max_output_bytes",
+            f"must be from 1 to {MAX_EXEC_OUTPUT_BYTES} (a result is one transcript record)",
+        )
+    env = r.strings(t, k, "env", d.env)
+    for name in env:
+        if not _ENV_NAME.fullmatch(name):
+            raise r.error(f"{k}.env", f"{name!r} is not an environment variable name")
+    return ExecPolicy(
+        policy=policy,
+        allow=allow,
+        shell=shell,
+        timeout_s=timeout_s,
+        max_output_bytes=cap,
+        env=env,
+        sandbox=bool(r.get(t, k, "sandbox", bool, d.sandbox)),
+        network=bool(r.get(t, k, "network", bool, d.network)),
+    )
+
+
 def _limits(r: _Reader, raw: Mapping[str, Any]) -> LimitsConfig:
     lim = r.get(raw, "", "limits", dict, {})
     r.table(lim, "limits", config_keys("limits"))
@@ -1155,6 +1291,15 @@ tools = ["current_time", "read_file", "write_file"]
 max_steps = 8
 timeout_s = 600
 # http_allow = ["status.example.com"]  # hosts http_get may fetch; empty = off
+# [agents.ops.exec]                    # the exec tool (add "exec" to tools); off by default
+# policy = "ask"                       # deny | allow (what allow matches) | ask (the rest: asks)
+# allow = ["git", "ls"]                # programs; "/usr/bin/*" by path; "sh:git log *" shell
+# shell = false                        # true: the model may pass a command line for /bin/sh -c
+# timeout_s = 60
+# max_output_bytes = 65536
+# env = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"]   # the only variables a command sees
+# sandbox = false                      # bubblewrap: only the workspace writable (doctor checks)
+# network = false                      # with sandbox: may commands reach the network?
 # [agents.ops.compaction]              # pi's automatic compaction (on by default)
 # enabled = true
 # reserve_tokens = 16384               # compact when the context passes window - reserve

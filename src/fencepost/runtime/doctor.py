@@ -1,10 +1,11 @@
 """``fencepost doctor``: check a state directory; repair only what is safe.
 
-Each check returns findings; ``fix=True`` applies only the repair that cannot lose anything:
+Each check returns findings; ``fix=True`` applies only repairs that cannot lose anything:
 settling a crashed protocol write (``Session.recover``: torn bytes go to the quarantine, never
-away). A change made outside the protocol is reported, never repaired; a dead holder's lease is
-reported (the next attempt takes it over). It never deletes or rewrites a transcript
-(Invariant DOCTOR-I1).
+away), and ending the child processes a dead gateway left running (only those provably its
+own, docs/design/exec.md CHILD-I2). A change made outside the protocol is reported, never
+repaired; a dead holder's lease is reported (the next attempt takes it over). It never deletes
+or rewrites a transcript (Invariant DOCTOR-I1).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Literal
 
 from ..core import Session, SessionStore, holder_alive, verify_transcript
 from ..errors import ConfigError, FencepostError, McpServerError, OutsideProtocolChangeError
+from .agent import sandbox_status
+from .children import reap_orphans
 from .config import LimitsConfig, StatePaths, load_config
 from .gateway import running_gateway
 from .mcp import McpServerConfig
@@ -65,6 +68,8 @@ async def run_doctor(
     out += _check_job_agents(paths, config)
     out += await _check_sessions(paths, fix=fix)
     out += _check_plugins(paths)
+    out += _check_sandbox(paths, config)
+    out += _check_children(paths, fix=fix)
     out += _check_resources(paths, config)
     if providers:
         out += await _check_providers(paths, config)
@@ -321,6 +326,63 @@ def _check_plugins(paths: StatePaths) -> list[Finding]:
         out.append(Finding("plugins", "ok", "SQLite FTS5 available (memory plugin)"))
     except sqlite3.Error as exc:
         out.append(Finding("plugins", "fail", f"SQLite FTS5 unavailable: {exc}"))
+    return out
+
+
+def _check_sandbox(paths: StatePaths, config: str | None) -> list[Finding]:
+    """Whether the exec sandbox (bubblewrap) works here; a failure only for a config whose
+    agents ask for it (docs/design/exec.md EXEC-I6)."""
+    path = Path(config) if config else paths.config
+    try:
+        agents = load_config(path).agents.values() if path.exists() else ()
+    except ConfigError:
+        agents = ()  # the config check already failed, naming the key
+    wanting = sorted(a.name for a in agents if "exec" in a.tools and a.exec.sandbox)
+    status = sandbox_status()
+    if status.available:
+        return [Finding("sandbox", "ok", f"exec sandbox available: {status.detail}")]
+    if wanting:
+        keys = ", ".join(f"agents.{name}.exec.sandbox" for name in wanting)
+        return [
+            Finding(
+                "sandbox",
+                "fail",
+                f"{keys} = true, but {status.detail}; their commands are refused until it works",
+            )
+        ]
+    return [
+        Finding(
+            "sandbox", "ok", f"exec sandbox not available (no agent asks for it): {status.detail}"
+        )
+    ]
+
+
+def _check_children(paths: StatePaths, *, fix: bool) -> list[Finding]:
+    """Child processes a dead gateway left running (CHILD-I2): reported; ended with --fix, and
+    only those provably its own."""
+    report = reap_orphans(paths.children, dry_run=not fix)
+    out: list[Finding] = []
+    for done in report.actions:
+        subject = f"pid {done.record.pid}" if done.record is not None else done.path.name
+        if done.action == "orphan":
+            detail = (
+                f"left running by a dead fencepost process: {done.detail} (run with --fix to end "
+                "its process group)"
+            )
+            out.append(Finding("children", "warn", detail, subject))
+        elif done.action == "killed":
+            detail = f"ended the process group left by a dead fencepost process: {done.detail}"
+            out.append(Finding("children", "fixed", detail, subject))
+        elif done.action in ("gone", "reused", "unreadable"):
+            verb = "record dropped" if fix else "stale record (dropped by --fix or a gateway start)"
+            status: Status = "fixed" if fix else "ok"
+            out.append(
+                Finding("children", status, f"{verb}: {done.action}: {done.detail}", subject)
+            )
+    running = len(report.of("owner_alive"))
+    if not out:
+        what = f"{running} running under a live fencepost process" if running else "none recorded"
+        out.append(Finding("children", "ok", f"no orphaned child processes ({what})"))
     return out
 
 

@@ -540,11 +540,11 @@ async def test_a_refused_call_is_told_once_and_asking_again_ends_the_turn_runner
     cleanly (results paired, verify clean), however many steps are left."""
 
     async def refused(args, ctx):
-        raise ToolDenied("exec is not allowed for this agent; do not ask again")
+        raise ToolDenied("deploy is not allowed for this agent; do not ask again")
 
-    tools = ToolRegistry([Tool("exec", "x", refused)])
-    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["exec"]), max_steps=8)
-    async with ProviderRegistry(scripts={"main": (tool_step("exec"),)}) as providers:
+    tools = ToolRegistry([Tool("deploy", "x", refused)])
+    spec = AgentSpec(name="ops", model="scripted/main", tools=tools.select(["deploy"]), max_steps=8)
+    async with ProviderRegistry(scripts={"main": (tool_step("deploy"),)}) as providers:
         result = await run_turn(
             store.session("s"), spec, providers=providers, run_id="r1", prompt="go"
         )

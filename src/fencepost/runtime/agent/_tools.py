@@ -34,6 +34,9 @@ __all__ = [
     "check_arguments",
 ]
 
+#: Tools built per agent from its own config (``config.agent_spec``), never registered.
+PER_AGENT_TOOLS = ("exec",)
+
 #: Reads and writes are bounded so one tool call cannot flood the context or the disk.
 MAX_FILE_BYTES = 256 * 1024
 MAX_HTTP_BYTES = 256 * 1024
@@ -285,6 +288,8 @@ class ToolRegistry:
         return f"<ToolRegistry {sorted(self._tools)}>"
 
     def register(self, tool: Tool) -> None:
+        if tool.name in PER_AGENT_TOOLS:
+            raise ValueError(f"{tool.name!r} is built per agent from its config; not registrable")
         if tool.name in self._tools:
             raise ValueError(f"a tool named {tool.name!r} is already registered")
         self._tools[tool.name] = tool
@@ -297,7 +302,7 @@ class ToolRegistry:
         out = {}
         for name in allow:
             if name not in self._tools:
-                known = ", ".join(self.names())
+                known = ", ".join(sorted([*self.names(), *PER_AGENT_TOOLS]))
                 raise ConfigError(f"unknown tool {name!r}; known tools: {known}", key=where)
             out[name] = self._tools[name]
         return out

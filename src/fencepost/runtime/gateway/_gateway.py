@@ -34,6 +34,7 @@ from ..agent import (
     check_message_text,
     run_turn,
 )
+from ..children import reap_orphans
 from ..config import (
     AgentConfig,
     GatewayConfig,
@@ -375,6 +376,12 @@ class Gateway:
         )
         logging.getLogger("fencepost").addHandler(self._log_handler)
         logging.getLogger("fencepost").setLevel(logging.INFO)
+        # Invariant CHILD-I3: what a dead gateway left running here ends before anything starts.
+        reaped = await asyncio.to_thread(reap_orphans, self.paths.children)
+        for done in reaped.of("killed", "gone", "reused", "unreadable"):
+            log.warning(
+                "child process %s", f"{done.action}: {done.detail}", extra={"action": "reap"}
+            )
         self.store = SessionStore(
             self.paths.sessions,
             durability=self.config.durability,
