@@ -1,6 +1,7 @@
-"""A cron job on the scripted model that calls ``exec`` (``git log -1`` in a workspace repo),
-its reply delivered into the agent's main session: ok, transcripts verify, every tool result
-paired with its call (docs/design/exec.md)."""
+"""A cron job on the scripted model that calls ``exec`` (``git log -1`` in a workspace repo) and
+an MCP tool (the reference ``mcp-server-time`` over stdio), its reply delivered into the agent's
+main session: ok, transcripts verify, every tool result paired with its call (issue 16;
+docs/design/exec.md, docs/design/mcp.md)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from fencepost import read_transcript, verify_transcript
 from fencepost.runtime.config import StatePaths, parse_config
 from fencepost.runtime.cron import EverySchedule, Payload, new_job, parse_delivery
 from fencepost.runtime.gateway import Gateway, main_session_id
+from tests.helpers.mcp_servers import server_bin
 
 CONFIG = """
 durability = "buffered"
 
 [agents.ops]
 model = "scripted/gitlog"
-tools = ["exec", "current_time"]
+tools = ["exec", "current_time", "time.get_current_time"]
 workspace = "{ws}"
 
 [agents.ops.exec]
@@ -26,11 +28,15 @@ policy = "allow"
 allow = ["git"]
 env = ["PATH", "HOME"]
 
+[mcp.time]
+command = "{time_server}"
+
 [scripts.gitlog]
 steps = [
   {{ tool_calls = [
       {{ name = "exec", arguments = {{ argv = ["git", "log", "-1", "--format=%s"] }} }},
       {{ name = "exec", arguments = {{ argv = ["rm", "-rf", "."] }} }},
+      {{ name = "time__get_current_time", arguments = {{ timezone = "Asia/Tokyo" }} }},
   ] }},
   "The last commit: nightly notes.",
 ]
@@ -46,7 +52,7 @@ def git(ws, *args):
     subprocess.run(["git", *args], cwd=ws, env=env, check=True, capture_output=True)
 
 
-async def test_a_cron_job_runs_git_log_through_exec_and_delivers_into_the_main_session(
+async def test_a_cron_job_calls_exec_and_an_mcp_tool_and_delivers_into_the_main_session(
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv("HOME", str(tmp_path))  # git reads no user config of the machine
@@ -56,7 +62,7 @@ async def test_a_cron_job_runs_git_log_through_exec_and_delivers_into_the_main_s
     (ws / "notes.md").write_text("night\n")
     git(ws, "add", "notes.md")
     git(ws, "commit", "-q", "-m", "nightly notes")
-    text = CONFIG.format(ws=ws)
+    text = CONFIG.format(ws=ws, time_server=server_bin("mcp-server-time"))
     cfg = parse_config(tomllib.loads(text), source=text)
     async with Gateway(StatePaths(tmp_path / "home"), cfg, load_entry_points=False) as g:
         now = datetime.now(UTC)
@@ -80,9 +86,10 @@ async def test_a_cron_job_runs_git_log_through_exec_and_delivers_into_the_main_s
     calls = [b for b in blocks if b.get("type") == "toolCall"]
     results = [m for m in messages if m["role"] == "toolResult"]
     assert [r["toolCallId"] for r in results] == [c["id"] for c in calls]
-    log, rm = results
+    log, rm, tokyo = results
     assert not log["isError"] and "--- stdout ---\nnightly notes" in log["content"][0]["text"]
     assert rm["isError"] and "rm is not among the programs" in rm["content"][0]["text"]
+    assert not tokyo["isError"] and '"timezone": "Asia/Tokyo"' in tokyo["content"][0]["text"]
     assert (ws / "notes.md").exists()
     delivered = [r.data for r in read_transcript(main).entries if r.stamp["writer"] == "delivery"]
     assert delivered and "nightly notes" in str(delivered[-1])
