@@ -493,7 +493,7 @@ class ApprovalService:
         return decided, error
 
     def _decided_from(
-        self, pending: PendingApproval, decision: ApprovalDecision
+        self, pending: PendingApproval, decision: ApprovalDecision, *, recorded: bool = True
     ) -> DecidedApproval:
         return DecidedApproval(
             approval_id=pending.approval_id,
@@ -505,23 +505,15 @@ class ApprovalService:
             by=decision.by,
             reason=decision.reason,
             decided_at=self._now(),
+            recorded=recorded,
         )
 
     def _unrecorded(
         self, pending: PendingApproval, by: str, error: BaseException
     ) -> DecidedApproval:
-        return DecidedApproval(
-            approval_id=pending.approval_id,
-            session_id=pending.session_id,
-            run_id=pending.run_id,
-            agent=pending.agent,
-            tool=pending.tool,
-            approved=False,
-            by=by if by.startswith("policy:") or by in _RESERVED else "policy:unrecorded",
-            reason=f"denied: the decision could not be recorded in the transcript ({error})",
-            decided_at=self._now(),
-            recorded=False,
-        )
+        by = by if by.startswith("policy:") or by in _RESERVED else "policy:unrecorded"
+        why = f"denied: the decision could not be recorded in the transcript ({error})"
+        return self._decided_from(pending, ApprovalDecision(False, by, why), recorded=False)
 
     def _remember(self, decided: DecidedApproval) -> None:
         self._decided[decided.approval_id] = decided
