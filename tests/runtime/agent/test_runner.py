@@ -596,3 +596,25 @@ async def test_a_reply_cut_by_an_error_does_not_run_its_tool_calls_but_answers_t
     assert types_of(path)[2:] == ["assistant", "toolResult"]
     last = read_transcript(path).entries[-1].data["message"]
     assert last["isError"] and "not run" in last["content"][0]["text"]
+
+
+async def test_steering_counts_as_answered_only_once_the_reply_after_it_is_written_runner_i5(
+    store,
+):
+    """Invariant RUNNER-I5: the call that should answer the steering fails, so the turn does
+    not report it answered (the gateway's follow-up turn asks again)."""
+    others = SessionStore(store.root, durability="buffered")
+
+    async def during(n):
+        if n == 1:
+            await others.session("s").append(steer("and the disk?"), writer="steering")
+
+    script = (ScriptStep(text="first"), ScriptStep(error="bad_request"))
+    rec = Recording(ScriptedProvider(scripts={"main": script}), during)
+    async with ProviderRegistry(providers={"scripted": rec}) as providers:
+        result = await run_turn(
+            store.session("s"), agent(), providers=providers, run_id="r1", prompt="go"
+        )
+    others.close()
+    assert result.status == "error" and result.steering == ()
+    assert types_of(store.session("s").path)[-2:] == ["assistant", "user"]

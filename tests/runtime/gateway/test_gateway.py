@@ -338,3 +338,24 @@ async def test_lanes_are_dropped_when_their_last_turn_ends(tmp_path):
         again = await g.turn("s0", "ops", prompt="again")  # an evicted session runs as before
         assert again.ok
         assert verify_transcript(g.store.session("s0").path).ok
+
+
+async def test_no_follow_up_turn_starts_once_the_gateway_is_stopping_runner_i5(tmp_path):
+    """Invariant RUNNER-I5: a turn cancelled by stop() leaves its steering record, unanswered;
+    nothing runs or writes after stop() returns."""
+    g = Gateway(StatePaths(tmp_path), config(), load_entry_points=False)
+    await g.start()
+    assert (await g.send("s", "first")).status == "started"  # a gateway task
+    assert (await g.send("s", "second")).status == "steered"
+    await g.stop(grace_s=0.05)
+    path = tmp_path / "sessions" / "s.jsonl"
+    before = path.read_bytes()
+    await asyncio.sleep(0.6)
+    assert path.read_bytes() == before
+    entries = read_transcript(str(path)).entries
+    assert [e.data.get("customType") for e in entries if e.stamp["writer"] == "steering"] == [
+        "fencepost.steering"
+    ]
+    assert not any(
+        e.data.get("message", {}).get("content") == "second" for e in entries
+    )  # never written as a user message: nobody answered it

@@ -10,6 +10,7 @@ until the model stops or the step limit. See docs/design/agent-runner.md.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -229,6 +230,7 @@ class _Turn:
         self.open_calls: list[dict[str, Any]] = []  # tool calls written without results yet
         self.pending: list[Message] = []  # produced, not yet written (kept on a takeover)
         self.steering: list[str] = []  # ids of the steering messages written and answered
+        self.steering_written: list[str] = []  # written; answered once the next reply is
         self.denials = 0
         self.last_had_calls = False
         self.prompt_written: asyncio.Event | None = None
@@ -332,9 +334,9 @@ async def run_turn(
 async def _turn_tools(agent: AgentSpec) -> dict[str, Tool]:
     """The agent's tools for this turn: its fixed ones, then what each source offers now."""
     tools = dict(agent.tools)
-    for source in agent.tool_sources:
-        for tool in await source.tools():
-            tools.setdefault(tool.name, tool)
+    listed = await asyncio.gather(*(source.tools() for source in agent.tool_sources))
+    for tool in itertools.chain.from_iterable(listed):
+        tools.setdefault(tool.name, tool)
     return tools
 
 
@@ -433,6 +435,8 @@ async def _loop(
         arrived = Arrivals(steering=arrived.steering)
         await turn.write(attempt, [{"type": "message", "message": reply}])
         turn.pending = []
+        turn.steering += turn.steering_written  # the reply that answers them is written
+        turn.steering_written = []
         messages.append(reply)
         calls = [
             b
@@ -457,7 +461,7 @@ async def _loop(
             # for the sender's follow-up turn.
             texts = [text for _, text in arrived.steering]
             await turn.write(attempt, [message("user", text) for text in texts])
-            turn.steering += [sid for sid, _ in arrived.steering]
+            turn.steering_written += [sid for sid, _ in arrived.steering]
             messages += arrived.messages + tuple({"role": "user", "content": t} for t in texts)
         elif calls:
             messages += arrived.messages

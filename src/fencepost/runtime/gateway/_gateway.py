@@ -170,8 +170,10 @@ class _Lane:
         self.lock = asyncio.Lock()  # FIFO: waiters are served in the order they came
         self.waiting = 0
         self.current_run: str | None = None
-        #: Steering sent to the current run, by id: what it did not answer runs next (RUNNER-I5).
-        self.steering: dict[str, str] = {}
+        #: Steering sent to the current run, by id: its text, and whether the steering record
+        #: was written (a future ``send`` settles). What the run did not answer runs next
+        #: (RUNNER-I5).
+        self.steering: dict[str, tuple[str, asyncio.Future[bool]]] = {}
 
     @property
     def busy(self) -> bool:
@@ -246,6 +248,7 @@ class Gateway:
         self._retention_task: asyncio.Task[Any] | None = None
         self._retired: list[_Providers] = []
         self._loops = False  # heartbeat and retention loops run (start with background)
+        self._stopping = False  # stop() has begun: no follow-up turn starts any more
         # Set by start():
         self.store: SessionStore
         self.cron: CronStore
@@ -416,6 +419,7 @@ class Gateway:
         self._plugins_started = True
         await call_hook(self.plugins, "fencepost_startup", gateway=self)
         self.started_at = datetime.now(UTC)
+        self._stopping = False
         if not background:
             return
         self._loops = True
@@ -436,13 +440,14 @@ class Gateway:
         (the ledger records them ``interrupted``); leases and locks are released."""
         if self.started_at is None:
             return  # never started, or already stopped (a failed start closed everything)
+        self._stopping = True
         try:  # stop() refuses new dispatches at once, then waits for the runs in flight
             await asyncio.wait_for(self.scheduler.stop(cancel_running=False), grace_s)
         except TimeoutError:
             await self.scheduler.stop(cancel_running=True)
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
+        while self._background:  # a task ending may spawn another (none once stopping)
+            for task in list(self._background):
+                task.cancel()
             await asyncio.wait(list(self._background))
         # Invariant APPROVAL-I5: what still waits is withdrawn and recorded before the store
         # closes.
@@ -720,11 +725,31 @@ class Gateway:
     ) -> None:
         """Queue a turn for each steering message the run did not answer (no step left, a
         failure, a message that came after its last step): sent is answered (RUNNER-I5)."""
-        left = [text for sid, text in lane.steering.items() if sid not in answered]
+        left = [(sid, *sent) for sid, sent in lane.steering.items() if sid not in answered]
         lane.steering = {}
-        for text in left:
+        for sid, text, written in left:
+            if self._stopping:  # the steering record stays in the transcript: kept, unanswered
+                log.warning(
+                    "steering %s not answered: the gateway is stopping",
+                    sid,
+                    extra={"action": "steering", "session": session_id},
+                )
+                continue
             run_id = f"msg-{uuid.uuid4().hex[:12]}"
-            self.spawn(self.turn(session_id, agent, prompt=text, run_id=run_id), name=run_id)
+            self.spawn(self._answer(session_id, agent, text, run_id, written), name=run_id)
+
+    async def _answer(
+        self,
+        session_id: str,
+        agent: str,
+        text: str,
+        run_id: str,
+        written: asyncio.Future[bool],
+    ) -> None:
+        """A follow-up turn for steering its run left unanswered, once ``send`` wrote it (a
+        message ``send`` refused is not answered: nothing was accepted)."""
+        if await written:
+            await self.turn(session_id, agent, prompt=text, run_id=run_id)
 
     async def _turn(
         self,
@@ -859,15 +884,18 @@ class Gateway:
             # Invariant RUNNER-I5: the running turn writes it where the model answers it; what
             # it leaves unanswered becomes a follow-up turn when it ends (``_follow_up``).
             sid, run = uuid.uuid4().hex[:12], lane.current_run
-            lane.steering[sid] = text
+            landed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            lane.steering[sid] = (text, landed)  # before the write: the run may end meanwhile
             try:
                 await session.append(
                     custom(STEERING_MESSAGE, {"id": sid, "run_id": run, "text": text}),
                     writer="steering",
                 )
             except BaseException:
+                landed.set_result(False)
                 lane.steering.pop(sid, None)
                 raise
+            landed.set_result(True)
             return SendResult("steered", session_id, run)
         run_id = f"msg-{uuid.uuid4().hex[:12]}"
         if lane is not None and lane.busy:
