@@ -51,6 +51,22 @@ class _Hello(BaseHTTPRequestHandler):
         pass
 
 
+async def test_write_file_never_writes_through_a_link_planted_at_its_old_temporary_name(tmp_path):
+    """A command in the workspace (exec) could plant a link where write_file used to put its
+    temporary file (``.<name>.tmp-<pid>``) and so write any file the gateway can: it writes a
+    new file of a random name instead (O_EXCL) and renames it over the target."""
+    c = ctx(tmp_path)
+    (tmp_path / "fencepost.toml").write_text("policy = 'deny'\n")
+    os.symlink(tmp_path / "fencepost.toml", tmp_path / "ws" / f".note.tmp-{os.getpid()}")
+    await TOOLS["write_file"].run({"path": "note", "content": "allow = ['*']"}, c)
+    assert (tmp_path / "fencepost.toml").read_text() == "policy = 'deny'\n"
+    assert (tmp_path / "ws" / "note").read_text() == "allow = ['*']"
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == [
+        f".note.tmp-{os.getpid()}",
+        "note",
+    ]  # no temporary file left behind
+
+
 async def test_http_get_is_off_by_default_and_fetches_only_allowed_hosts(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -8,8 +8,10 @@ a ``toolResult`` with ``isError`` — never a crash of the turn (docs/design/age
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +197,18 @@ async def _write_file(args: Mapping[str, Any], ctx: ToolContext) -> str:
         raise ToolFailed(f"content of {len(data)} bytes exceeds {MAX_FILE_BYTES}")
     path = _inside(ctx, str(args["path"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a reader never sees half a file
+    # A new file of a random name (O_EXCL: never through a link a command planted), renamed
+    # over the target (a rename replaces a link, never follows it): a reader never sees half a
+    # file, and nothing outside the workspace is written.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return f"wrote {len(data)} bytes to {args['path']}"
 
 
