@@ -61,8 +61,8 @@ def test_the_starter_config_loads(tmp_path):
         ("[retention]\narchive_after_days = 1e12\n", "retention.archive_after_days", 2, "36600"),
         ("[server]\nmax_body_bytes = 10\n", "server.max_body_bytes", 2, "between 1024"),
         ('[approvals]\nunattended = "ask"\n', "approvals.unattended", 2, '"deny" or "wait"'),
-        ("[approvals]\ntimeout_s = 0\n", "approvals.timeout_s", 2, "from 1 to 86400"),
-        ("[approvals]\nunattended_timeout_s = 1e9\n", "approvals.unattended_timeout_s", 2, "86400"),
+        ("[approvals]\ntimeout_s = 0\n", "approvals.timeout_s", 2, "from 1 to 600"),
+        ("[approvals]\nunattended_timeout_s = 1e9\n", "approvals.unattended_timeout_s", 2, "600"),
         ("[approvals]\nmax_pending = 0\n", "approvals.max_pending", 2, "from 1 to 100000"),
         # Invariant DOCTOR-I2: an unknown plugin is refused when the file is read
         ('[plugins]\nenabled = ["memory", "memroy"]\n', "plugins.enabled", 2, "'memroy'"),

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ..core import DEFAULT_MAX_OPEN_SESSIONS, Durability
 from ..errors import ConfigError
 from .agent import (
+    APPROVAL_WAIT_S,
     DEFAULT_CONTEXT_WINDOW,
     DEFAULT_EXEC_ENV,
     AgentSpec,
@@ -199,8 +200,10 @@ class LimitsConfig:
     warn_state_dir_mb: float = 10240.0
 
 
-#: The longest an approval may be waited for: a turn that waits longer is not a scheduled turn.
-MAX_APPROVAL_WAIT_S = 86400.0
+#: The longest an approval may wait: what a tool that asks (exec) allows for in its own timeout,
+#: so a wait the config allows is never cut by the tool's timeout. A turn's ``timeout_s`` bounds
+#: it too (a turn that ends withdraws its requests).
+MAX_APPROVAL_WAIT_S = APPROVAL_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -528,13 +531,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     # approvals
     ConfigKey("approvals", "timeout_s", "number", _AP.timeout_s,
               "Seconds a tool call held for approval waits in an interactive turn; unanswered, "
-              "it is denied (1 to 86400).", "120", read="approvals.timeout_s"),
+              "it is denied (1 to 600).", "120", read="approvals.timeout_s"),
     ConfigKey("approvals", "unattended", "string", _AP.unattended,
               'Cron and heartbeat turns: "deny" a held call at once, or "wait" for '
               "unattended_timeout_s (a job's on_ask overrides it).", '"wait"',
               read="approvals.unattended"),
     ConfigKey("approvals", "unattended_timeout_s", "number", _AP.unattended_timeout_s,
-              'Seconds an unattended turn waits when it is "wait" (1 to 86400).', "600",
+              'Seconds an unattended turn waits when it is "wait" (1 to 600).', "600",
               read="approvals.unattended_timeout_s"),
     ConfigKey("approvals", "max_pending", "integer", _AP.max_pending,
               "Requests waiting at once; past it a new one is denied at once (1 to 100000).",

@@ -627,3 +627,13 @@ async def test_doctor_says_whether_the_sandbox_works_and_fails_only_an_agent_nee
     paths.config.write_text(_config('policy = "allow"\nallow = ["git"]'))
     [fine] = [f for f in await run_doctor(paths) if f.check == "sandbox"]
     assert fine.status == "ok" and "no agent asks for it" in fine.detail
+
+
+def test_an_ask_exec_tool_outlasts_the_longest_approval_wait_the_config_allows():
+    """The runner cuts a tool at its ``timeout_s``: an ``ask`` exec allows for the longest
+    approval wait ``[approvals]`` accepts plus its own command timeout, so a wait the operator
+    configured is never cut short as a tool timeout."""
+    from fencepost.runtime.config import MAX_APPROVAL_WAIT_S
+
+    policy = ExecPolicy(policy="ask", timeout_s=120)
+    assert exec_tool(policy).timeout_s >= MAX_APPROVAL_WAIT_S + policy.timeout_s

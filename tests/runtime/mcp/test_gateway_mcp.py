@@ -130,6 +130,23 @@ async def test_a_reload_that_changes_a_server_stops_the_old_one_and_starts_the_n
         await gw.stop(grace_s=1)
 
 
+async def test_a_reload_that_adds_a_server_an_agent_uses_applies_it(tmp_path, mark):
+    """A reload binds the agents to the new config before the manager has the new server: it
+    used to fail there with a KeyError (an HTTP 500 from POST /api/reload)."""
+    paths = home_with(tmp_path, mark, '[agents.ops]\nmodel = "scripted/fast"\ntools = ["time.*"]\n')
+    gw = gateway(paths)
+    await gw.start(background=False)
+    try:
+        text = paths.config.read_text().replace('tools = ["time.*"]', 'tools = ["time.*", "t2.*"]')
+        time_bin = server_bin("mcp-server-time")
+        paths.config.write_text(text + f'\n[mcp.t2]\ncommand = "{time_bin}"\nprefix = "t2."\n')
+        await gw.reload()
+        names = [t.name for s in gw.specs["ops"].tool_sources for t in await s.tools()]
+        assert "t2__get_current_time" in names and "time__get_current_time" in names
+    finally:
+        await gw.stop(grace_s=1)
+
+
 # ---- end to end ------------------------------------------------------------------------------
 
 

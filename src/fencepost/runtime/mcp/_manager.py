@@ -355,9 +355,9 @@ class McpManager:
 
     def source(self, server: str, select: Sequence[str] | None = None) -> McpToolSource:
         """The ``ToolSource`` of ``server``'s tools for one agent: those named in ``select``
-        (tool names as the server spells them), or all of them when None."""
-        if server not in self._servers:
-            raise KeyError(server)
+        (tool names as the server spells them), or all of them when None. A server this
+        manager does not have yet (a reload binds agents before it configures the manager) is
+        looked up at each call: until it is configured, it offers nothing."""
         return McpToolSource(self, server, None if select is None else frozenset(select))
 
     def _get(self, server: str) -> _Server:
