@@ -200,3 +200,59 @@ class LoopbackMcp:
             self._server.force_exit = True
             await asyncio.wait_for(self._task, 10)
         self._server = self._task = None
+
+
+# ---- a stdio server of the test's own: a family, end-of-file ignored ------------------------
+
+#: A stdio MCP server built with the SDK's ``MCPServer``. ``--family FILE``: it starts a
+#: ``sleep`` in its own process group first and writes that pid to FILE. ``--stubborn``: when its
+#: stdin ends it neither exits nor heeds SIGTERM (a server that only SIGKILL ends). Tools:
+#: ``ping`` and ``write(path, text)`` (says what writing the file did).
+SCRIPT = '''
+import signal, subprocess, sys, time
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+args = sys.argv[1:]
+if "--family" in args:
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    with open(args[args.index("--family") + 1], "w") as f:
+        f.write(str(sleeper.pid))
+server = MCPServer("stubborn")
+
+
+@server.tool()
+def ping() -> str:
+    """Answers pong."""
+    return "pong"
+
+
+@server.tool()
+def write(path: str, text: str) -> str:
+    """Write text to the file at path."""
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise ToolError(f"cannot write {path}: {exc}")
+    return f"wrote {path}"
+
+
+server.run("stdio")
+if "--stubborn" in args:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+'''
+
+
+def script_server(
+    mark: str, where: Path, *flags: str, name: str = "own", **kw: Any
+) -> McpServerConfig:
+    """``SCRIPT`` (written to ``where``/server.py) as the stdio server ``name``."""
+    where.mkdir(parents=True, exist_ok=True)
+    script = where / "server.py"
+    script.write_text(SCRIPT)
+    return McpServerConfig(
+        name, command=sys.executable, args=(str(script), *flags), env={MARK: mark}, **kw
+    )

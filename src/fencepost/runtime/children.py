@@ -28,6 +28,7 @@ __all__ = [
     "ReapReport",
     "Reaped",
     "end_group_blocking",
+    "find_child",
     "group_alive",
     "group_members",
     "proc_stat",
@@ -53,6 +54,7 @@ class ProcStat:
     session: int
     #: Field 22: the process's start time in clock ticks since boot.
     start_ticks: int
+    ppid: int = 0
 
     @property
     def alive(self) -> bool:
@@ -70,7 +72,9 @@ def proc_stat(pid: int) -> ProcStat | None:
     # comm may hold spaces and parentheses: the fields resume after the last ')'.
     rest = raw[raw.rfind(b")") + 2 :].split()
     try:
-        return ProcStat(pid, rest[0].decode(), int(rest[2]), int(rest[3]), int(rest[19]))
+        return ProcStat(
+            pid, rest[0].decode(), int(rest[2]), int(rest[3]), int(rest[19]), int(rest[1])
+        )
     except (IndexError, ValueError):
         return None
 
@@ -90,6 +94,28 @@ def group_members(pgid: int) -> list[int]:
             if st is not None and st.pgrp == pgid and st.alive:
                 out.append(st.pid)
     return out
+
+
+def find_child(variable: str, value: str) -> int | None:
+    """The live child of this process whose environment (as it was at its ``exec``) holds
+    ``variable=value``, or None: how a child started by code that does not hand back its pid (the
+    MCP SDK's ``stdio_client``) is found, by a marker only its starter knows (docs/design/mcp.md
+    "Child processes"). Reads ``/proc``; only this process's children are looked at."""
+    me = os.getpid()
+    needle = f"{variable}={value}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = proc_stat(int(name))
+        if st is None or st.ppid != me or not st.alive:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    return st.pid
+        except OSError:
+            continue
+    return None
 
 
 def group_alive(pgid: int) -> bool:

@@ -120,6 +120,12 @@ class StatePaths:
     def workspace(self, agent: str) -> Path:
         return self.root / "workspaces" / agent
 
+    @property
+    def mcp_work(self) -> Path:
+        """Where each sandboxed stdio MCP server without a ``cwd`` gets its workspace
+        (``<server>/`` under it)."""
+        return self.root / "mcp"
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -461,6 +467,16 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("mcp.*", "idle_stop_s", "number", _MC.idle_stop_s,
               "Seconds without a call after which the server is stopped (started again on "
               "next use); 0: never.", "1800", read="mcp.*.idle_stop_s"),
+    ConfigKey("mcp.*", "sandbox", "boolean", _MC.sandbox,
+              "A command server runs under bubblewrap, as exec's sandbox does: its workspace "
+              "(cwd if set, else <home>/mcp/<name>/) writable, every other path read-only, a "
+              "private /tmp, its own namespaces. Without a working bwrap it does not start "
+              "(an error result, a log line, a doctor failure), never unsandboxed.", "true",
+              read="mcp.*.sandbox"),
+    ConfigKey("mcp.*", "network", "boolean", _MC.network,
+              "With sandbox: the server may reach the network (most servers that call an API "
+              "need this; without the sandbox they always can).", "true",
+              read="mcp.*.network"),
     ConfigKey("mcp.*", "enabled", "boolean", _MC.enabled,
               "false: agents that select its tools get none, and nothing starts it.", "false",
               read="mcp.*.enabled"),
@@ -1080,7 +1096,7 @@ def _mcp_servers(r: _Reader, raw: Mapping[str, Any]) -> dict[str, McpServerConfi
                     "secrets never go in the config file: drop the user:password from the URL "
                     "and send it with headers_from",
                 )
-            for k in ("args", "env", "env_from", "cwd"):
+            for k in ("args", "env", "env_from", "cwd", "sandbox", "network"):
                 if k in t:
                     raise r.error(f"{key}.{k}", f"{k} is for a command; this server has a url")
         elif "headers_from" in t:
@@ -1105,6 +1121,8 @@ def _mcp_servers(r: _Reader, raw: Mapping[str, Any]) -> dict[str, McpServerConfi
             or DEFAULT_STARTUP_TIMEOUT_S,
             idle_stop_s=r.positive(t, key, "idle_stop_s", DEFAULT_IDLE_STOP_S),
             enabled=bool(r.get(t, key, "enabled", bool, True)),
+            sandbox=bool(r.get(t, key, "sandbox", bool, False)),
+            network=bool(r.get(t, key, "network", bool, False)),
         )
         # Invariant MCP-I2: two servers never give the model the same tool name.
         wire = wire_name(cfg.tool_prefix, "")
@@ -1320,6 +1338,8 @@ timeout_s = 600
 # env_from = { GITHUB_TOKEN = "OPS_GITHUB_TOKEN" }   # secrets: the gateway's variable names
 # timeout_s = 60                       # per call
 # idle_stop_s = 600                    # 0 = never
+# sandbox = false                      # bubblewrap: only cwd (or <home>/mcp/git/) writable
+# network = false                      # with sandbox: may the server reach the network?
 
 # Per-model token budgets (default 128000); compaction keeps each agent's context inside it.
 # [models."openai/gpt-4o"]

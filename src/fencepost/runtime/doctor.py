@@ -331,23 +331,26 @@ def _check_plugins(paths: StatePaths) -> list[Finding]:
 
 def _check_sandbox(paths: StatePaths, config: str | None) -> list[Finding]:
     """Whether the exec sandbox (bubblewrap) works here; a failure only for a config whose
-    agents ask for it (docs/design/exec.md EXEC-I6)."""
+    agents or stdio MCP servers ask for it (docs/design/exec.md EXEC-I6, mcp.md MCP-I14)."""
     path = Path(config) if config else paths.config
     try:
-        agents = load_config(path).agents.values() if path.exists() else ()
+        cfg = load_config(path) if path.exists() else None
     except ConfigError:
-        agents = ()  # the config check already failed, naming the key
-    wanting = sorted(a.name for a in agents if "exec" in a.tools and a.exec.sandbox)
+        cfg = None  # the config check already failed, naming the key
+    agents = cfg.agents.values() if cfg is not None else ()
+    servers = cfg.mcp.values() if cfg is not None else ()
+    keys = [f"agents.{a.name}.exec.sandbox" for a in agents if "exec" in a.tools and a.exec.sandbox]
+    keys += [f"mcp.{s.name}.sandbox" for s in servers if s.enabled and s.command and s.sandbox]
     status = sandbox_status()
     if status.available:
         return [Finding("sandbox", "ok", f"exec sandbox available: {status.detail}")]
-    if wanting:
-        keys = ", ".join(f"agents.{name}.exec.sandbox" for name in wanting)
+    if keys:
         return [
             Finding(
                 "sandbox",
                 "fail",
-                f"{keys} = true, but {status.detail}; their commands are refused until it works",
+                f"{', '.join(sorted(keys))} = true, but {status.detail}; their commands and "
+                "servers are refused until it works",
             )
         ]
     return [
@@ -471,7 +474,7 @@ async def _check_mcp(paths: StatePaths, config: str | None, *, start: bool) -> l
             continue
         try:
             with McpManager.quiet():  # the finding says it
-                async with McpManager({name: server}) as manager:
+                async with McpManager({name: server}, work_dir=paths.mcp_work) as manager:
                     tools = await manager.tools(name, fresh=True)
         except McpServerError as exc:
             out.append(Finding("mcp", "fail", exc.detail, name))

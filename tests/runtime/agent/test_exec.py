@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import tomllib
@@ -36,6 +35,7 @@ from fencepost.runtime.agent import (
     sandbox_status,
 )
 from fencepost.runtime.children import ChildRegistry, proc_stat
+from tests.helpers.sandbox import ensure_bwrap
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -405,23 +405,7 @@ def test_pattern_problems_are_named():
 @pytest.fixture(scope="session")
 def bwrap() -> str:
     """Debian's bubblewrap, installed with apt-get on first use when it is missing."""
-    found = shutil.which("bwrap")
-    if found is None:
-        if shutil.which("apt-get") is None:
-            pytest.fail("no bwrap on this machine and no apt-get to install it")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "bubblewrap"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        found = shutil.which("bwrap")
-    assert found, "apt-get installed bubblewrap, yet no bwrap executable was found"
-    status = sandbox_status()
-    assert status.available, status.detail  # say why (user namespaces?) instead of skipping
-    return found
+    return ensure_bwrap()
 
 
 class _Listener:

@@ -115,6 +115,8 @@ def test_an_unknown_mcp_server_in_an_agents_tools_is_refused_naming_the_key_mcp_
         ('command = ""', "mcp.x.command", "must not be empty"),
         ('url = "ftp://h/mcp"', "mcp.x.url", "not an http(s) URL"),
         ('url = "http://h/mcp"\nargs = ["a"]', "mcp.x.args", "is for a command"),
+        ('url = "http://h/mcp"\nsandbox = true', "mcp.x.sandbox", "is for a command"),
+        ('command = "a"\nsandbox = "yes"', "mcp.x.sandbox", "must be bool"),
         ('command = "a"\nheaders_from = { A = "B" }', "mcp.x.headers_from", "is for a url"),
         ('command = "a"\nprefix = "a b"', "mcp.x.prefix", "1-32 letters"),
         ('command = "a"\ntimeout_s = -1', "mcp.x.timeout_s", "from 0"),
@@ -126,6 +128,13 @@ def test_a_bad_mcp_table_is_refused_naming_the_key_and_line(table, key, words):
     exc = refused(f"[mcp.x]\n{table}\n")
     assert exc.key == key and words in str(exc)
     assert exc.line is not None
+
+
+def test_sandbox_and_network_are_off_unless_the_table_says_so_mcp_i14():
+    """Invariant MCP-I14: the keys as parsed (the manager's use of them is test_children.py)."""
+    cfg = parse('[mcp.a]\ncommand = "a"\n[mcp.b]\ncommand = "b"\nsandbox = true\nnetwork = true\n')
+    assert (cfg.mcp["a"].sandbox, cfg.mcp["a"].network) == (False, False)
+    assert (cfg.mcp["b"].sandbox, cfg.mcp["b"].network) == (True, True)
 
 
 def test_a_server_name_with_a_dot_is_refused():

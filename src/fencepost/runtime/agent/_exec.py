@@ -40,11 +40,13 @@ __all__ = [
     "exec_decision",
     "exec_pattern_problem",
     "exec_tool",
+    "find_bwrap",
     "fit_output",
     "render_outcome",
     "resolve_program",
     "run_command",
     "sandbox_argv",
+    "sandbox_problem",
     "sandbox_status",
 ]
 
@@ -209,7 +211,7 @@ def resolve_program(name: str, path_var: str | None) -> str | None:
 # ---- the sandbox ---------------------------------------------------------------------------
 
 
-def _find_bwrap() -> str | None:
+def find_bwrap() -> str | None:
     """``bwrap`` on the gateway's own PATH (not the commands' allow-listed one)."""
     return shutil.which("bwrap")
 
@@ -245,7 +247,7 @@ class SandboxStatus:
 def sandbox_status() -> SandboxStatus:
     """Whether bubblewrap is installed and can build the exec sandbox here (it needs user
     namespaces, or root). Runs ``bwrap`` once on a temporary workspace (blocking)."""
-    bwrap = _find_bwrap()
+    bwrap = find_bwrap()
     if bwrap is None:
         return SandboxStatus(
             False,
@@ -271,8 +273,8 @@ def sandbox_status() -> SandboxStatus:
     return SandboxStatus(True, bwrap, f"{bwrap} works (user namespaces available)")
 
 
-async def _probe(bwrap: str, workspace: str, network: bool) -> str | None:
-    """Why the sandbox cannot start for this workspace, or None."""
+async def sandbox_problem(bwrap: str, workspace: str, network: bool) -> str | None:
+    """Why the sandbox cannot start for this workspace, or None (runs ``bwrap`` once)."""
     argv = sandbox_argv(bwrap, workspace, ["/bin/sh", "-c", ":"], network=network)
     try:
         done = await run_command(
@@ -693,7 +695,7 @@ class _ExecTool:
             raise self._denied(shown, f"denied by {decision.by}{reason}")
 
     async def _sandboxed(self, inner: list[str], workspace: str) -> list[str]:
-        bwrap = _find_bwrap()
+        bwrap = find_bwrap()
         # Invariant EXEC-I6: sandbox requested and not available is an error, never a run
         # without it.
         if bwrap is None:
@@ -703,7 +705,7 @@ class _ExecTool:
             )
         key = (workspace, self.policy.network)
         if key not in self._sandbox_ok:
-            problem = await _probe(bwrap, workspace, self.policy.network)
+            problem = await sandbox_problem(bwrap, workspace, self.policy.network)
             if problem is not None:
                 raise ToolFailed(
                     f"{self.where}.sandbox = true but the sandbox cannot start here, so the "

@@ -34,7 +34,7 @@ from ..agent import (
     check_message_text,
     run_turn,
 )
-from ..children import reap_orphans
+from ..children import ChildRegistry, reap_orphans
 from ..config import (
     AgentConfig,
     GatewayConfig,
@@ -131,6 +131,16 @@ def running_gateway(paths: StatePaths) -> dict[str, Any] | None:
     if url_file.exists():
         owner["url"] = url_file.read_text().strip()
     return owner
+
+
+def _mcp_manager(config: GatewayConfig, paths: StatePaths) -> McpManager:
+    """The gateway's MCP servers, their processes recorded among its children (MCP-I13)."""
+    return McpManager(
+        config.mcp,
+        log_dir=paths.logs / "mcp",
+        children=ChildRegistry(paths.children),
+        work_dir=paths.mcp_work,
+    )
 
 
 def main_session_id(agent: str) -> str:
@@ -259,7 +269,7 @@ class Gateway:
         self.tools: ToolRegistry
         self.specs: dict[str, AgentSpec] = {}
         #: MCP servers (docs/design/mcp.md): none runs until a turn uses one; stopped by stop().
-        self.mcp = McpManager(config.mcp, log_dir=paths.logs / "mcp")
+        self.mcp = _mcp_manager(config, paths)
         #: Set by start() on a config that is not the demo's: the demo jobs it removed.
         self.left_demo: DemoRetired | None = None
 
@@ -398,7 +408,7 @@ class Gateway:
             publish=self._publish,
         )
         self.cron = CronStore(self.paths.cron_db, create=True)
-        self.mcp = McpManager(self.config.mcp, log_dir=self.paths.logs / "mcp")
+        self.mcp = _mcp_manager(self.config, self.paths)
         ready = await self._prepare(self.config)
         self._providers = _Providers(ready.providers)
         self.agents, self.tools, self.specs = ready.agents, ready.tools, ready.specs

@@ -64,6 +64,11 @@ class McpServerConfig:
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     idle_stop_s: float = DEFAULT_IDLE_STOP_S
     enabled: bool = True
+    #: A stdio server run under bubblewrap (``exec``'s sandbox): its workspace (``cwd``, else
+    #: ``<home>/mcp/<name>/``) writable, every other path read-only; never run without it.
+    sandbox: bool = False
+    #: With ``sandbox``: the server may reach the network (off by default, as for ``exec``).
+    network: bool = False
 
     @property
     def transport(self) -> McpTransport:

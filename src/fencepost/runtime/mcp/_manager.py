@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import asdict, dataclass
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from ...errors import McpFailureReason, McpServerError
-from ..agent import Tool, ToolContext, ToolFailed
+from ..agent import Tool, ToolContext, ToolFailed, find_bwrap, sandbox_argv, sandbox_problem
+from ..children import ChildRecord, ChildRegistry, end_group_blocking, find_child, group_alive
 from ._config import McpServerConfig, wire_names
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ MAX_LIST_PAGES = 100
 MAX_STDERR_LOG_BYTES = 1024 * 1024
 #: The end of a server's stderr quoted in a failure message.
 STDERR_TAIL_CHARS = 400
+#: The environment variable whose value (random, one per start) lets the manager find the
+#: process the SDK spawned for a stdio server (docs/design/mcp.md "Child processes").
+CHILD_MARK = "FENCEPOST_MCP_CHILD"
 
 McpState = Literal["stopped", "starting", "running", "backoff", "disabled"]
 
@@ -312,13 +317,18 @@ class _Server:
 class McpManager:
     """The gateway's MCP servers (docs/design/mcp.md). Construct it with the ``[mcp.*]``
     tables (no process starts); ``source`` binds an agent's selection; ``aclose`` stops every
-    server. ``log_dir`` receives each stdio server's stderr (None: temporary files)."""
+    server. ``log_dir`` receives each stdio server's stderr (None: temporary files);
+    ``children`` records each stdio server's process while it runs (``StatePaths.children``;
+    None: not recorded); ``work_dir`` holds the workspaces of sandboxed servers without a
+    ``cwd`` (``StatePaths.mcp_work``; None: under the system's temporary directory)."""
 
     def __init__(
         self,
         servers: Mapping[str, McpServerConfig],
         *,
         log_dir: Path | None = None,
+        children: ChildRegistry | None = None,
+        work_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._servers = {name: _Server(cfg) for name, cfg in servers.items()}
@@ -326,6 +336,10 @@ class McpManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._log_dir = log_dir
+        self._children = children
+        self._work_dir = work_dir
+        #: (bwrap, workspace, network) settings whose sandbox was seen to start.
+        self._sandbox_ok: set[tuple[str, str, bool]] = set()
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -617,9 +631,17 @@ class McpManager:
             env = dict(cfg.env)
             for var, source in cfg.env_from.items():
                 env[var] = self._secret(cfg, source, f"env_from.{var}")
-            params = StdioServerParameters(
-                command=cfg.command, args=list(cfg.args), env=env, cwd=cfg.cwd
-            )
+            argv, cwd = [cfg.command, *cfg.args], cfg.cwd
+            if cfg.sandbox:
+                cwd = self._workspace(cfg)
+                argv = await self._sandboxed(cfg, argv, cwd)
+            mark = uuid.uuid4().hex
+            env[CHILD_MARK] = mark
+            params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=cwd)
+            held: list[ChildRecord] = []
+            # Left after stdio_client (an exit stack unwinds last in, first out): the SDK's own
+            # stop first, then whatever of the group outlived it, then the record.
+            stack.push_async_callback(self._forget, held)
             try:
                 read, write = await stack.enter_async_context(
                     stdio_client(params, errlog=stderr.file)
@@ -627,8 +649,9 @@ class McpManager:
             except OSError as exc:
                 why = exc.strerror or str(exc)
                 raise McpServerError(
-                    cfg.name, "start_failed", f"cannot run {cfg.command!r}: {why}"
+                    cfg.name, "start_failed", f"cannot run {argv[0]!r}: {why}"
                 ) from exc
+            self._record(cfg, argv, mark, held)
         else:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
@@ -659,6 +682,74 @@ class McpManager:
                 client_info=mcp.types.Implementation(name="fencepost", version=__version__),
             )
         )
+
+    def _record(
+        self, cfg: McpServerConfig, argv: Sequence[str], mark: str, held: list[ChildRecord]
+    ) -> None:
+        """Invariant MCP-I13: the process the SDK just spawned (in a session of its own, so
+        the leader of its own process group) is found by its mark and recorded in the child
+        registry, with nothing awaited between finding and recording."""
+        if self._children is None:
+            return
+        pid = find_child(CHILD_MARK, mark)
+        if pid is None:
+            return  # exited already: nothing left to reap
+        about = {"server": cfg.name, "sandbox": "yes" if cfg.sandbox else "no"}
+        held.append(self._children.add(pid, argv, "mcp", pgid=pid, about=about))
+
+    async def _forget(self, held: list[ChildRecord]) -> None:
+        """After the SDK's stop: end what is left of the server's process group (a leader that
+        exited on end-of-file may leave children behind), then drop its record. Shielded: it
+        runs while the incarnation is being cancelled."""
+        import anyio
+        from anyio import to_thread
+
+        if not held or self._children is None:
+            return
+        record = held[0]
+        try:
+            if group_alive(record.pgid):
+                with anyio.CancelScope(shield=True):
+                    await to_thread.run_sync(end_group_blocking, record.pgid)
+        finally:
+            if group_alive(record.pgid):  # a native cancel cut the wait short
+                end_group_blocking(record.pgid, 0.0)
+            if not group_alive(record.pgid):
+                self._children.remove(record)
+
+    def _workspace(self, cfg: McpServerConfig) -> str:
+        """A sandboxed server's writable directory: its ``cwd``, else one of its own."""
+        if cfg.cwd is not None:
+            return cfg.cwd
+        root = self._work_dir or Path(tempfile.gettempdir()) / f"fencepost-mcp-{os.getuid()}"
+        path = root / cfg.name
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    async def _sandboxed(self, cfg: McpServerConfig, argv: list[str], workspace: str) -> list[str]:
+        """Invariant MCP-I14: ``sandbox = true`` runs the server under exec's bubblewrap
+        sandbox or not at all: a missing or failing ``bwrap`` fails the start."""
+        key = f"mcp.{cfg.name}.sandbox = true"
+        bwrap = find_bwrap()
+        if bwrap is None:
+            raise McpServerError(
+                cfg.name,
+                "start_failed",
+                f"{key} but bubblewrap (bwrap) is not installed, so the server was not started "
+                "(the operator can install it: apt-get install bubblewrap)",
+            )
+        probe = (bwrap, workspace, cfg.network)
+        if probe not in self._sandbox_ok:
+            problem = await sandbox_problem(bwrap, workspace, cfg.network)
+            if problem is not None:
+                raise McpServerError(
+                    cfg.name,
+                    "start_failed",
+                    f"{key} but the sandbox cannot start here, so the server was not started: "
+                    f"{problem}",
+                )
+            self._sandbox_ok.add(probe)
+        return sandbox_argv(bwrap, workspace, argv, network=cfg.network)
 
     @staticmethod
     def _secret(cfg: McpServerConfig, variable: str, key: str) -> str:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from ...core import SessionStore
 from ...runtime.agent import AgentSpec, ToolRegistry, TurnResult, run_turn
+from ...runtime.children import ChildRegistry
 from ...runtime.config import (
     DEFAULT_AGENT,
     GatewayConfig,
@@ -64,7 +65,8 @@ def run(
     name = agent_name or next(iter(agents))
     if name not in agents:
         raise click.BadParameter(f"no agent {name!r}; configured: {', '.join(agents)}")
-    mcp = McpManager(cfg.mcp)  # starts nothing until the turn calls one of its tools
+    # Starts nothing until the turn calls one of its tools; its servers are recorded (MCP-I13).
+    mcp = McpManager(cfg.mcp, children=ChildRegistry(paths.children), work_dir=paths.mcp_work)
     spec = agent_spec(
         agents[name],
         ToolRegistry(),

@@ -126,9 +126,10 @@ def tools(server: str, home: Path | None, config: str | None, as_json: bool) -> 
     """Start SERVER, list the tools it offers with their descriptions, and stop it."""
     from dataclasses import replace
 
+    from ...runtime.children import ChildRegistry
     from ...runtime.mcp import McpManager
 
-    _, cfg = _config(home, config)
+    paths, cfg = _config(home, config)
     if server not in cfg.mcp:
         known = ", ".join(sorted(cfg.mcp)) or "none"
         raise ConfigError(f"no MCP server named {server!r}; configured: {known}", key="mcp")
@@ -141,7 +142,9 @@ def tools(server: str, home: Path | None, config: str | None, as_json: bool) -> 
     async def listing() -> Any:
         # The failure is this command's error message: no log line besides it.
         with McpManager.quiet():
-            async with McpManager({server: chosen}) as manager:
+            async with McpManager(
+                {server: chosen}, children=ChildRegistry(paths.children), work_dir=paths.mcp_work
+            ) as manager:
                 return await manager.tools(server, fresh=True)
 
     found = asyncio.run(listing())
