@@ -13,23 +13,30 @@ import pytest
 from fencepost.runtime.agent import sandbox_status
 
 
-def ensure_bwrap() -> str:
-    """The ``bwrap`` executable, installed with apt-get when missing; fails the test when the
-    sandbox cannot start here (saying why: user namespaces?)."""
-    found = shutil.which("bwrap")
+def apt_install(package: str, find) -> str:
+    """What ``find()`` returns, after ``apt-get install package`` when it returns None first
+    (CI runs as root with apt); fails the test when there is no apt-get."""
+    found = find()
     if found is None:
         if shutil.which("apt-get") is None:
-            pytest.fail("no bwrap on this machine and no apt-get to install it")
+            pytest.fail(f"{package} is missing on this machine and there is no apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
         subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "bubblewrap"],
+            ["apt-get", "install", "-y", "--no-install-recommends", package],
             check=True,
             env=env,
             capture_output=True,
         )
-        found = shutil.which("bwrap")
-    assert found, "apt-get installed bubblewrap, yet no bwrap executable was found"
+        found = find()
+    assert found, f"apt-get installed {package}, yet it is still not found"
+    return found
+
+
+def ensure_bwrap() -> str:
+    """The ``bwrap`` executable, installed with apt-get when missing; fails the test when the
+    sandbox cannot start here (saying why: user namespaces?)."""
+    found = apt_install("bubblewrap", lambda: shutil.which("bwrap"))
     status = sandbox_status()
     assert status.available, status.detail
     return found

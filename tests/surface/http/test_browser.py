@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import struct
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from playwright.async_api import async_playwright
 
 from fencepost import custom, message
 from fencepost.surface.http import create_app
+from tests.helpers.sandbox import apt_install
 
 from .conftest import LONG_WRITER, WRITE, asgi_client, long_transcript, serve, takeover_run
 from .test_api import JOB
@@ -43,21 +43,7 @@ def _find_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """Debian's chromium, installed with apt-get on first use when it is missing."""
-    found = _find_chromium()
-    if found is None:
-        if shutil.which("apt-get") is None:
-            pytest.fail("no chromium on this machine and no apt-get to install it")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        found = _find_chromium()
-    assert found, "apt-get installed chromium, yet no chromium executable was found"
-    return found
+    return apt_install("chromium", _find_chromium)
 
 
 @pytest.mark.slow
