@@ -82,6 +82,7 @@ from ._scheduler import (
     SchedulerStatistics,
     StartReport,
 )
+from ._service import JobService
 from ._store import (
     DB_FILENAME,
     CronStore,
@@ -120,6 +121,7 @@ __all__ = [
     "Execute",
     "Job",
     "JobOrigin",
+    "JobService",
     "JobState",
     "JobValidator",
     "ON_ASK",

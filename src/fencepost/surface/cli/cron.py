@@ -22,22 +22,18 @@ from ...runtime.cron import (
     CronStore,
     EverySchedule,
     Job,
+    JobService,
     JobState,
     JobValidator,
     Payload,
     RunRecord,
     Schedule,
     default_db_path,
-    edit_job,
     format_duration,
-    new_job,
-    next_run_after,
-    parse_cron,
     parse_delivery,
     parse_duration_s,
     parse_since,
     parse_target,
-    schedule_from_text,
 )
 from . import _render
 from ._render import Col
@@ -71,6 +67,13 @@ def _open(state_dir: str | None, *, create: bool = False) -> Iterator[CronStore]
         yield store
     finally:
         store.close()
+
+
+def _service(store: CronStore, state_dir: str | None) -> JobService:
+    """The job service over ``store``, validating against ``state_dir``'s config and gateway.
+
+    No scheduler runs in this process: a running gateway sees the change at its next poll."""
+    return JobService(store, validator=lambda: _validator(state_dir))
 
 
 def _validator(state_dir: str | None) -> JobValidator:
@@ -171,13 +174,13 @@ def _schedule(
     if len(given) > 1:
         raise InvalidScheduleError("give one of --at, --every and --cron", key="schedule")
     if at is not None:
-        return schedule_from_text("at", at, tz=tz, now=now)  # Invariant CRON-I15
+        return JobService.parse_schedule("at", at, tz=tz, now=now)  # Invariant CRON-I15
     if every is not None:
-        return schedule_from_text("every", every, tz=tz, now=now)
+        return JobService.parse_schedule("every", every, tz=tz, now=now)
     if cron_expr is not None:
-        return schedule_from_text("cron", cron_expr, tz=tz, now=now)
+        return JobService.parse_schedule("cron", cron_expr, tz=tz, now=now)
     if tz is not None and isinstance(current, CronSchedule):
-        return parse_cron(current.expr, tz, now=now, stagger_s=current.stagger_s)
+        return JobService.rezone(current, tz, now)
     if tz is not None and not required:
         raise InvalidScheduleError(
             f"--tz applies to --cron and to an --at time without an offset; this job's schedule "
@@ -297,19 +300,17 @@ def add(
     }
     if timeout is not None:
         fields["timeout_s"] = parse_duration_s(timeout, key="timeout")
-    job = new_job(
-        name=name,
-        agent=agent,
-        schedule=schedule,
-        payload=payload,
-        now=now,
-        validator=_validator(state_dir),
-        stagger_s=_stagger(stagger),
-        **fields,
-    )
+    stagger_s = _stagger(stagger)
     with _open(state_dir, create=True) as store:
-        store.add_job(job, next_run_at=next_run_after(job.schedule, now))
-        state = store.get_state(job.job_id)
+        job, state = _service(store, state_dir).create(
+            name=name,
+            agent=agent,
+            schedule=schedule,
+            payload=payload,
+            now=now,
+            stagger_s=stagger_s,
+            **fields,
+        )
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
     else:
@@ -471,11 +472,9 @@ def edit(
         stagger_s = _stagger(stagger)
         if not changes and stagger_s is None:
             raise click.UsageError("nothing to change; give at least one option")
-        edited = edit_job(
-            job, now=now, validator=_validator(state_dir), stagger_s=stagger_s, **changes
+        edited, state = _service(store, state_dir).edit(
+            jid, now=now, stagger_s=stagger_s, **changes
         )
-        store.replace_job(job, edited, now)
-        state = store.get_state(jid)
     if as_json:
         click.echo(json.dumps(_job_json(edited, state), indent=2, ensure_ascii=False))
     else:
@@ -491,9 +490,7 @@ def enable(state_dir: str | None, as_json: bool, job_id: str) -> None:
     now = _now()
     with _open(state_dir) as store:
         jid = store.resolve_job_id(job_id)
-        job = store.get_job(jid)
-        store.replace_job(job, edit_job(job, now=now, enabled=True), now)
-        job, state = store.get_job(jid), store.get_state(jid)
+        job, state = _service(store, state_dir).enable(jid, now=now)
         nxt = state.next_run_at
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
@@ -513,9 +510,7 @@ def disable(state_dir: str | None, as_json: bool, reason: str, job_id: str) -> N
     now = _now()
     with _open(state_dir) as store:
         jid = store.resolve_job_id(job_id)
-        job = store.get_job(jid)
-        store.replace_job(job, edit_job(job, now=now, enabled=False), now, disabled_reason=reason)
-        job, state = store.get_job(jid), store.get_state(jid)
+        job, state = _service(store, state_dir).disable(jid, now=now, reason=reason)
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
     else:

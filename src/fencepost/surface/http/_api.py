@@ -23,16 +23,16 @@ from ...errors import ConfigError, InvalidJobError, SessionNotFoundError
 from ...runtime.cron import (
     CronStore,
     Job,
+    JobService,
     JobState,
     RunRecord,
     RunStatus,
-    next_run_after,
     parse_since,
 )
 from ...runtime.gateway import Gateway, check_decider
 from ...runtime.resources import judge, process_usage, state_usage
 from ._errors import ApiError, config_refused
-from ._jobs import edit_from_body, job_from_body
+from ._jobs import changes_from_body, create_from_body
 from ._records import record_json, session_summary, snapshot
 from ._schemas import openapi_document
 from ._sse import EventStream, gateway_events, session_tail
@@ -237,6 +237,11 @@ def resolve_job(store: CronStore, text: str) -> str:
         raise ApiError(400, "invalid_job_id", exc.detail, field="job_id") from None
 
 
+def _jobs(gw: Gateway) -> JobService:
+    """The job service of this gateway: its validator, its scheduler woken on every change."""
+    return JobService(gw.cron, validator=gw.job_validator, wake=gw.scheduler.wake)
+
+
 async def list_jobs(request: Request) -> Response:
     return JSONResponse({"jobs": jobs_json(gateway_of(request).cron)})
 
@@ -245,10 +250,8 @@ async def create_job(request: Request) -> Response:
     gw = gateway_of(request)
     body = await _body(request)
     now = _now(gw)
-    job = job_from_body(body, now=now, validator=gw.job_validator())
-    gw.cron.add_job(job, next_run_at=next_run_after(job.schedule, now))
-    gw.scheduler.wake()
-    out = job_json(job, gw.cron.get_state(job.job_id), gw.cron.run_counts(job.job_id))
+    job, state = _jobs(gw).create(**create_from_body(body, now=now))
+    out = job_json(job, state, gw.cron.run_counts(job.job_id))
     return JSONResponse(out, status_code=201, headers={"location": f"/api/jobs/{job.job_id}"})
 
 
@@ -264,11 +267,10 @@ async def patch_job(request: Request) -> Response:
     jid = resolve_job(store, request.path_params["job_id"])
     body = await _body(request)
     now = _now(gw)
-    job = store.get_job(jid)
-    edited = edit_from_body(job, body, now=now, validator=gw.job_validator())
-    store.replace_job(job, edited, now, disabled_reason="disabled over HTTP")
-    gw.scheduler.wake()
-    return JSONResponse(job_json(edited, store.get_state(jid), store.run_counts(jid)))
+    edited, state = _jobs(gw).edit(
+        jid, disabled_reason="disabled over HTTP", **changes_from_body(body, now=now)
+    )
+    return JSONResponse(job_json(edited, state, store.run_counts(jid)))
 
 
 async def delete_job(request: Request) -> Response:

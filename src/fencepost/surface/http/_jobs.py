@@ -1,4 +1,5 @@
-"""Request bodies → jobs, with the CLI's parsing rules (``fencepost.runtime.cron`` parsers).
+"""Request bodies → ``Job`` field values, with the CLI's parsing rules (``fencepost.runtime.cron``
+parsers), for ``JobService.create`` and ``JobService.edit`` (CRON-I17).
 
 Pure functions over a decoded JSON body and ``now``; every refusal names the body field.
 """
@@ -11,20 +12,16 @@ from typing import Any
 
 from ...runtime.cron import (
     ON_ASK,
-    Job,
-    JobValidator,
+    JobService,
     Payload,
     Schedule,
-    edit_job,
-    new_job,
     parse_delivery,
     parse_duration_s,
     parse_target,
-    schedule_from_text,
 )
 from ._errors import ApiError
 
-__all__ = ["JOB_FIELDS", "edit_from_body", "job_from_body"]
+__all__ = ["JOB_FIELDS", "changes_from_body", "create_from_body"]
 
 #: The fields a job body may carry; anything else is refused (a typo must not pass silently).
 JOB_FIELDS = frozenset(
@@ -107,18 +104,18 @@ def parse_schedule(body: Any, now: datetime) -> Schedule:
     # Invariant CRON-I15: the CLI's rules, with the zone named as this body names it.
     if kind == "at":
         at = _str(obj, "at", "schedule.at", required=True) or ""
-        return schedule_from_text("at", at, tz=tz, now=now, tz_option="schedule.tz")
+        return JobService.parse_schedule("at", at, tz=tz, now=now, tz_option="schedule.tz")
     if kind == "every":
         every = obj.get("every")
         if isinstance(every, int | float) and not isinstance(every, bool):
             every = str(every)
         if not isinstance(every, str):
             raise _invalid("schedule.every", "schedule.every is required: seconds or '30m'")
-        return schedule_from_text("every", every, tz=tz, now=now, tz_option="schedule.tz")
+        return JobService.parse_schedule("every", every, tz=tz, now=now, tz_option="schedule.tz")
     if kind == "cron":
         expr = _str(obj, "expr", "schedule.expr", required=True) or ""
         # the job's stagger is applied later
-        return schedule_from_text("cron", expr, tz=tz, now=now, tz_option="schedule.tz")
+        return JobService.parse_schedule("cron", expr, tz=tz, now=now, tz_option="schedule.tz")
     raise _invalid("schedule.kind", f"unknown schedule kind {kind!r}; use at, every or cron")
 
 
@@ -179,8 +176,8 @@ def _common(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def job_from_body(body: Any, *, now: datetime, validator: JobValidator) -> Job:
-    """A new, validated job from a POST body (as ``fencepost cron add``)."""
+def create_from_body(body: Any, *, now: datetime) -> dict[str, Any]:
+    """``JobService.create`` keyword arguments from a POST body (as ``fencepost cron add``)."""
     obj = _object(body, "body", JOB_FIELDS)
     name = _str(obj, "name", "name", required=True) or ""
     agent = _str(obj, "agent", "agent", required=True) or ""
@@ -191,20 +188,19 @@ def job_from_body(body: Any, *, now: datetime, validator: JobValidator) -> Job:
     schedule = parse_schedule(obj["schedule"], now)
     payload = _payload(obj["payload"])
     stagger = _stagger(obj["schedule"].get("stagger"))
-    return new_job(
-        name=name,
-        agent=agent,
-        schedule=schedule,
-        payload=payload,
-        now=now,
-        validator=validator,
-        stagger_s=stagger,
+    return {
+        "name": name,
+        "agent": agent,
+        "schedule": schedule,
+        "payload": payload,
+        "now": now,
+        "stagger_s": stagger,
         **_common(obj),
-    )
+    }
 
 
-def edit_from_body(job: Job, body: Any, *, now: datetime, validator: JobValidator) -> Job:
-    """``job`` with a PATCH body applied (as ``fencepost cron edit``), validated again."""
+def changes_from_body(body: Any, *, now: datetime) -> dict[str, Any]:
+    """``JobService.edit`` keyword arguments from a PATCH body (as ``fencepost cron edit``)."""
     obj = _object(body, "body", JOB_FIELDS)
     changes = _common(obj)
     for key in ("name", "agent"):
@@ -219,4 +215,4 @@ def edit_from_body(job: Job, body: Any, *, now: datetime, validator: JobValidato
         changes["payload"] = _payload(obj["payload"])
     if not changes and stagger is None:
         raise _invalid("body", "nothing to change; give at least one field")
-    return edit_job(job, now=now, validator=validator, stagger_s=stagger, **changes)
+    return {**changes, "now": now, "stagger_s": stagger}
