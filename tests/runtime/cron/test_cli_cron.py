@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -389,3 +390,22 @@ def test_a_job_says_what_its_runs_do_with_a_call_that_needs_approval(state):
         assert store.get_job(job["job_id"]).on_ask is None
     finally:
         store.close()
+
+
+def test_a_refused_add_on_a_fresh_state_dir_writes_nothing_not_even_the_ledger_cron_i17(state):
+    """Invariant CRON-I17: the job is built and validated before the ledger is opened."""
+    res = fp(
+        state,
+        "add",
+        "--name",
+        "x",
+        "--agent",
+        "nobody",
+        "--message",
+        "m",
+        "--every",
+        "1h",
+        ok=False,
+    )
+    assert res.exit_code != 0 and "nobody" in str(res.exception)
+    assert sorted(p.name for p in Path(state).iterdir()) == ["fencepost.toml"]

@@ -36,12 +36,12 @@ class JobService:
 
     def __init__(
         self,
-        store: CronStore,
+        store: CronStore | None,
         *,
         validator: Callable[[], JobValidator] | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
-        self.store = store
+        self._store = store
         self._validator = validator
         self._wake = wake
 
@@ -62,7 +62,7 @@ class JobService:
 
     # ---- changes ------------------------------------------------------------------------------
 
-    def create(
+    def build(
         self,
         *,
         name: str,
@@ -72,10 +72,10 @@ class JobService:
         now: datetime,
         stagger_s: float | None = None,
         **fields: Any,
-    ) -> tuple[Job, JobState]:
-        """Validate and store a new job; its first run is the schedule's next slot after now."""
-        # Invariant CRON-I17: validated here, stored here, the scheduler woken here.
-        job = new_job(
+    ) -> Job:
+        """A new job, validated; nothing is written (a refused job writes nothing, not even
+        the ledger's file: the CLI opens it only after this)."""
+        return new_job(
             name=name,
             agent=agent,
             schedule=schedule,
@@ -85,9 +85,18 @@ class JobService:
             stagger_s=stagger_s,
             **fields,
         )
-        self.store.add_job(job, next_run_at=next_run_after(job.schedule, now))
+
+    def create(self, *, now: datetime, **fields: Any) -> tuple[Job, JobState]:
+        """Validate and store a new job (``build``'s arguments); its first run is the
+        schedule's next slot after now."""
+        return self.add(self.build(now=now, **fields), now=now)
+
+    def add(self, job: Job, *, now: datetime) -> tuple[Job, JobState]:
+        """Store a job ``build`` made and wake the scheduler."""
+        # Invariant CRON-I17: validated by build, stored here, the scheduler woken here.
+        self.store().add_job(job, next_run_at=next_run_after(job.schedule, now))
         self._changed()
-        return job, self.store.get_state(job.job_id)
+        return job, self.store().get_state(job.job_id)
 
     def edit(
         self,
@@ -100,11 +109,11 @@ class JobService:
     ) -> tuple[Job, JobState]:
         """Apply ``changes`` (``Job`` field values) to the job, validated again; a new schedule
         recomputes the next run from ``now``."""
-        job = self.store.get_job(job_id)
+        job = self.store().get_job(job_id)
         edited = edit_job(job, now=now, validator=self._check(), stagger_s=stagger_s, **changes)
-        self.store.replace_job(job, edited, now, disabled_reason=disabled_reason)
+        self.store().replace_job(job, edited, now, disabled_reason=disabled_reason)
         self._changed()
-        return edited, self.store.get_state(job_id)
+        return edited, self.store().get_state(job_id)
 
     def enable(self, job_id: str, *, now: datetime) -> tuple[Job, JobState]:
         """Enable a job: errors and backoff reset, the next run is computed from ``now``."""
@@ -119,12 +128,18 @@ class JobService:
     def _set_enabled(
         self, job_id: str, enabled: bool, now: datetime, reason: str
     ) -> tuple[Job, JobState]:
-        job = self.store.get_job(job_id)
-        self.store.replace_job(
+        job = self.store().get_job(job_id)
+        self.store().replace_job(
             job, edit_job(job, now=now, enabled=enabled), now, disabled_reason=reason
         )
         self._changed()
-        return self.store.get_job(job_id), self.store.get_state(job_id)
+        return self.store().get_job(job_id), self.store().get_state(job_id)
+
+    def store(self) -> CronStore:
+        """The ledger; a service made without one (to ``build`` a job) writes nothing."""
+        if self._store is None:
+            raise RuntimeError("this JobService has no store: it only builds jobs")
+        return self._store
 
     def _check(self) -> JobValidator | None:
         return None if self._validator is None else self._validator()

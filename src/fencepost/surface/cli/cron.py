@@ -300,17 +300,18 @@ def add(
     }
     if timeout is not None:
         fields["timeout_s"] = parse_duration_s(timeout, key="timeout")
-    stagger_s = _stagger(stagger)
+    checker = JobService(None, validator=lambda: _validator(state_dir))
+    job = checker.build(
+        name=name,
+        agent=agent,
+        schedule=schedule,
+        payload=payload,
+        now=now,
+        stagger_s=_stagger(stagger),
+        **fields,
+    )  # refused here, the ledger's file is not even created
     with _open(state_dir, create=True) as store:
-        job, state = _service(store, state_dir).create(
-            name=name,
-            agent=agent,
-            schedule=schedule,
-            payload=payload,
-            now=now,
-            stagger_s=stagger_s,
-            **fields,
-        )
+        job, state = JobService(store).add(job, now=now)
     if as_json:
         click.echo(json.dumps(_job_json(job, state), indent=2, ensure_ascii=False))
     else:
