@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import tomllib
 from pathlib import Path
@@ -477,6 +478,23 @@ async def test_the_sandbox_has_no_network_unless_allowed_exec_i6(bwrap, ws):
         assert listener.accepted == 1
     finally:
         listener.close()
+
+
+async def test_a_program_that_lives_under_tmp_still_runs_in_the_sandbox_exec_i6(bwrap, ws):
+    """Invariant EXEC-I6: the sandbox's private /tmp hid a virtualenv in a temporary checkout
+    (CI clones into /tmp: every sandboxed test failed there with "execvp: No such file"). The
+    program's top directory under /tmp is bound back, read-only."""
+    top = Path(tempfile.mkdtemp(dir="/tmp", prefix="fp-prog-"))
+    try:
+        prog = top / "venv" / "bin" / "hello"
+        prog.parent.mkdir(parents=True)
+        prog.write_text('#!/bin/sh\necho hello from $0\ntouch "$0.written" || echo read-only\n')
+        prog.chmod(0o755)
+        out = await exec_tool(allow(str(prog), sandbox=True)).run({"argv": [str(prog)]}, ctx(ws))
+        assert f"hello from {prog}" in out and "read-only" in out, out
+        assert not Path(f"{prog}.written").exists()
+    finally:
+        shutil.rmtree(top)
 
 
 async def test_a_sandbox_that_cannot_start_refuses_the_command_never_runs_it_bare_exec_i6(

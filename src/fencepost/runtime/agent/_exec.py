@@ -219,13 +219,17 @@ def find_bwrap() -> str | None:
 def sandbox_argv(bwrap: str, workspace: str, inner: Sequence[str], *, network: bool) -> list[str]:
     """``inner`` under bubblewrap: the root file system read-only, ``workspace`` writable, a
     private /tmp, /dev and /proc of its own, new namespaces (pid, ipc, uts, net unless
-    ``network``), no capabilities, killed when the gateway dies (Invariant EXEC-I6)."""
+    ``network``), no capabilities, killed when the gateway dies (Invariant EXEC-I6).
+
+    A program that lives under /tmp (a virtualenv in a temporary checkout) would vanish behind
+    the private /tmp: the top directory under /tmp that holds it is bound back, read-only."""
     return [
         bwrap,
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+        *(a for top in _under_tmp(inner[:1]) for a in ("--ro-bind", top, top)),
         "--bind", workspace, workspace,
         "--unshare-all",
         *(["--share-net"] if network else []),
@@ -235,6 +239,20 @@ def sandbox_argv(bwrap: str, workspace: str, inner: Sequence[str], *, network: b
         "--",
         *inner,
     ]  # fmt: skip
+
+
+def _under_tmp(paths: Sequence[str]) -> list[str]:
+    """``/tmp/<top>`` for each absolute path (as given and resolved) below /tmp. Pure but for
+    the resolving."""
+    tops: list[str] = []
+    for path in paths:
+        for p in {path, os.path.realpath(path)} if os.path.isabs(path) else ():
+            parts = Path(p).parts  # ("/", "tmp", top, ...)
+            if len(parts) > 3 and parts[1] == "tmp":
+                top = os.path.join("/tmp", parts[2])
+                if top not in tops:
+                    tops.append(top)
+    return tops
 
 
 @dataclass(frozen=True)
