@@ -191,3 +191,67 @@ async def test_the_cli_says_clearly_when_no_gateway_runs(tmp_path):
     assert code == 1 and "no gateway runs on" in err and "fencepost gateway" in err
     assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "sessions")
+
+
+@pytest.mark.processes
+async def test_exec_under_ask_approved_from_the_cli_and_denied_over_http_both_recorded(tmp_path):
+    """Issue 16's exec case with the real ``exec`` tool (policy ask, nothing allowed outright):
+    `touch` approved by a real `fencepost approvals approve` process runs; the same command
+    denied over the HTTP API does not; both decisions, with who gave them, are records."""
+    from fencepost.runtime.agent import ExecPolicy
+    from fencepost.runtime.providers import ScriptedToolCall, ScriptStep
+
+    call = ScriptedToolCall("exec", {"argv": ["touch", "marker.txt"]}, id="x1")
+    cfg = GatewayConfig(
+        agents={
+            "ops": AgentConfig(
+                name="ops",
+                model="scripted/toucher",
+                tools=("exec",),
+                exec=ExecPolicy(policy="ask"),
+            )
+        },
+        plugins=(),
+        durability="buffered",
+        scripts={"toucher": (ScriptStep(tool_calls=(call,)), ScriptStep(text="done"))},
+    )
+    root = tmp_path / "home"
+    gw = Gateway(StatePaths(root), cfg, load_entry_points=False)
+    await gw.start()
+    try:
+        async with serve(create_app(gw)) as url:
+            (root / "gateway.url").write_text(url + "\n")
+            marker = gw.specs["ops"].workspace / "marker.txt"
+            for session, answer in (("by-cli", "approve"), ("by-http", "deny")):
+                waiting = asyncio.ensure_future(requested(gw))
+                turn = asyncio.ensure_future(gw.turn(session, "ops", prompt="touch it"))
+                event = await waiting
+                assert event["tool"] == "exec" and event["summary"] == "touch marker.txt"
+                if answer == "approve":
+                    code, _, err = await fencepost(
+                        root, "approvals", "approve", event["approval_id"]
+                    )
+                    assert code == 0, err
+                else:
+                    async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+                        r = await client.post(
+                            f"/api/approvals/{event['approval_id']}", json={"decision": "deny"}
+                        )
+                        assert r.status_code == 200, r.text
+                result = await asyncio.wait_for(turn, 30)
+                assert result.ok, result
+                (res,) = tool_results(gw, session)
+                _, (_, dec, writer) = approval_records(gw, session)
+                assert writer == "approval"
+                if answer == "approve":
+                    assert marker.exists() and not res["isError"]
+                    assert "exit code: 0" in res["content"][0]["text"]
+                    assert dec["approved"] and dec["by"] == decider()
+                    marker.unlink()
+                else:
+                    assert not marker.exists() and res["isError"]
+                    assert res.get("details", {}).get("denied") is True
+                    assert not dec["approved"] and dec["by"] == "http"
+                assert verify_transcript(gw.store.session(session).path).ok
+    finally:
+        await gw.stop(grace_s=2)
