@@ -26,6 +26,18 @@ from tests.helpers.mcp_servers import (
 )
 
 
+def send(url: str, text: str) -> None:
+    """A message to ops-main over the gateway's HTTP API (202: a turn started)."""
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/sessions/ops-main/messages",
+        data=json.dumps({"text": text, "agent": "ops"}).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 202
+
+
 @pytest.mark.processes
 def test_a_sigkilled_gateway_leaves_no_server_process_mcp_i9(tmp_path, mark):
     """Invariant MCP-I9: a real ``fencepost gateway`` runs a turn that calls both reference
@@ -63,15 +75,7 @@ tools = ["time.*", "git.git_log"]
 """
     )
     with running_gateway(home) as served:
-        body = json.dumps({"text": "what time is it, what changed?", "agent": "ops"}).encode()
-        request = urllib.request.Request(
-            served.url.rstrip("/") + "/api/sessions/ops-main/messages",
-            data=body,
-            method="POST",
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            assert resp.status == 202
+        send(served.url, "what time is it, what changed?")
         wait_until(lambda: len(marked_pids(mark)) == 2, 30, "the turn to start both servers")
         transcript = home / "sessions" / "ops-main.jsonl"
         wait_until(lambda: b"checked" in transcript.read_bytes(), 30, "the turn to end")
@@ -121,15 +125,7 @@ def killed_with_a_stubborn_server(tmp_path: Path, mark: str) -> tuple[Path, list
     server and its sleep), all still running: end-of-file alone does not end them."""
     home, family = stubborn_home(tmp_path, mark)
     with running_gateway(home) as served:
-        body = json.dumps({"text": "ping", "agent": "ops"}).encode()
-        request = urllib.request.Request(
-            served.url.rstrip("/") + "/api/sessions/ops-main/messages",
-            data=body,
-            method="POST",
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            assert resp.status == 202
+        send(served.url, "ping")
         transcript = home / "sessions" / "ops-main.jsonl"
         wait_until(lambda: b"pinged" in transcript.read_bytes(), 30, "the turn to end")
         [(_, record, _)] = read_records(home / "run" / "children")
